@@ -1,0 +1,303 @@
+"""Settings: every variable of the seed's `.env` (section 7.1) plus Sinal's own.
+
+Values come from the process environment, then from an optional `.env` file (the
+environment wins). Every value is validated once, at start; a bad one raises
+`ConfigError` naming the variable and the expected form, and the CLI exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+EXIT_BAD_CONFIG = 2
+
+
+class ConfigError(ValueError):
+    """A setting has a value Sinal cannot use."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"invalid setting {name}={value!r}: expected {expected}")
+        self.name = name
+        self.value = value
+        self.expected = expected
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, raw, "a boolean: true or false")
+
+
+def _int_parser(lo: int, hi: int, unit: str = "") -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise ConfigError(name, raw, f"an integer{unit} between {lo} and {hi}")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise ConfigError(name, raw, f"an integer{unit} between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _choice_parser(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(name, raw, "one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _url_parser(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path or parts.query):
+            raise ConfigError(name, raw, "a URL like " + " or ".join(f"{s}://..." for s in schemes))
+        return value
+
+    return parse
+
+
+def _origin_parser(name: str, raw: str) -> str:
+    value = raw.strip()
+    for origin in value.split(","):
+        origin = origin.strip()
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path not in {"", "/"}:
+            raise ConfigError(name, raw, "'*' or comma-separated origins like http://host:port")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _host(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(name, raw, "a host name or IP address")
+    return value
+
+
+_PORT = _int_parser(0, 65535)
+_MS = _int_parser(1, 86_400_000, " of milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str, str], Any]
+    doc: str
+
+
+# Order is the order of the README's configuration table.
+SETTINGS: tuple[Setting, ...] = (
+    # --- seed 7.1: WebSocket
+    Setting("WEBSOCKET_PORT", "3001", _PORT, "WebSocket port (path /ws)"),
+    Setting("WEBSOCKET_CORS_ORIGIN", "http://localhost:3000", _origin_parser,
+            "origins allowed to open a socket and call the REST API (comma-separated, or *)"),
+    Setting("WEBSOCKET_HEARTBEAT_INTERVAL", "30000", _MS, "ms between heartbeats, both ways"),
+    Setting("WEBSOCKET_CONNECTION_TIMEOUT", "60000", _MS,
+            "ms of silence after which a socket is closed"),
+    # --- seed 7.1: cache
+    Setting("CACHE_TTL_SECONDS", "3600", _int_parser(0, 31_536_000),
+            "seconds a cached full list (and its ETag row) is kept"),
+    Setting("CACHE_MAX_SIZE_MB", "100", _int_parser(1, 65_536), "in-memory cache bound, MB"),
+    Setting("ENABLE_COMPRESSION", "true", _parse_bool, "gzip REST bodies over 1 KB"),
+    Setting("COMPRESSION_LEVEL", "6", _int_parser(1, 9), "gzip level 1-9"),
+    # --- seed 7.1: performance
+    Setting("MAX_CONCURRENT_CONNECTIONS", "1000", _int_parser(1, 1_000_000),
+            "WebSocket connections one node accepts; more are refused (HTTP 503)"),
+    Setting("RATE_LIMIT_REQUESTS_PER_MINUTE", "100", _int_parser(1, 1_000_000),
+            "per-user budget for REST requests and client frames"),
+    Setting("ENABLE_DELTA_UPDATES", "true", _parse_bool, "REST ?since= answers deltas"),
+    Setting("ENABLE_SMART_POLLING", "true", _parse_bool, "REST ETag/304 answers"),
+    # --- seed 7.1: monitoring
+    Setting("METRICS_COLLECTION_INTERVAL", "60000", _MS,
+            "ms between performance_metrics rows and alert checks"),
+    Setting("PERFORMANCE_ALERT_THRESHOLD_MS", "1000", _MS, "latency alert threshold, ms"),
+    Setting("ENABLE_PERFORMANCE_MONITORING", "true", _parse_bool, "run the metrics service"),
+    # --- seed 7.1: Redis (used only when REDIS_URL is empty and one of them is set)
+    Setting("REDIS_HOST", "localhost", _host, "Redis host"),
+    Setting("REDIS_PORT", "6379", _int_parser(1, 65535), "Redis port"),
+    Setting("REDIS_PASSWORD", "", _text, "Redis password"),
+    Setting("REDIS_DB", "0", _int_parser(0, 15), "Redis database number"),
+    # --- seed 7.1: logging
+    Setting("LOG_LEVEL", "info", _choice_parser("debug", "info", "warning", "error", "critical"),
+            "log level"),
+    Setting("LOG_WEBSOCKET_EVENTS", "true", _parse_bool,
+            "log connect, subscribe, close of every socket"),
+    Setting("LOG_PERFORMANCE_METRICS", "true", _parse_bool, "log each metrics sample"),
+    # --- Sinal
+    Setting("SINAL_ENV", "development", _choice_parser("development", "production"),
+            "development allows a generated JWT_SECRET and demo data"),
+    Setting("HTTP_PORT", "3000", _PORT, "REST / health / metrics port"),
+    Setting("SINAL_HOST", "127.0.0.1", _host,
+            "address both servers bind (0.0.0.0 in containers)"),
+    Setting("DATABASE_URL", "", _url_parser("postgresql", "postgres"),
+            "PostgreSQL URL; empty: start the embedded server"),
+    Setting("REDIS_URL", "", _url_parser("redis", "rediss", "unix"),
+            "Redis URL; empty (and no REDIS_HOST/PORT/...): single node, in-process broker"),
+    Setting("JWT_SECRET", "", _text,
+            "HS256 secret; required in production (at least 32 characters)"),
+    Setting("SINAL_DATA_DIR", ".sinal", _text,
+            "folder for the embedded PostgreSQL data and the development secret"),
+    Setting("SINAL_EMBEDDED_PG_PORT", "54329", _int_parser(1, 65535),
+            "port of the embedded PostgreSQL"),
+    Setting("SINAL_NODE_ID", "", _text, "name of this node (default: host name and pid)"),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_REDIS_PARTS = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes, `export `."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("export "):
+            text = text[7:].lstrip()
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path}:{number}", line, "KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    websocket_port: int = 3001
+    websocket_cors_origin: str = "http://localhost:3000"
+    websocket_heartbeat_interval: int = 30000
+    websocket_connection_timeout: int = 60000
+    cache_ttl_seconds: int = 3600
+    cache_max_size_mb: int = 100
+    enable_compression: bool = True
+    compression_level: int = 6
+    max_concurrent_connections: int = 1000
+    rate_limit_requests_per_minute: int = 100
+    enable_delta_updates: bool = True
+    enable_smart_polling: bool = True
+    metrics_collection_interval: int = 60000
+    performance_alert_threshold_ms: int = 1000
+    enable_performance_monitoring: bool = True
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_password: str = ""
+    redis_db: int = 0
+    log_level: str = "info"
+    log_websocket_events: bool = True
+    log_performance_metrics: bool = True
+    sinal_env: str = "development"
+    http_port: int = 3000
+    sinal_host: str = "127.0.0.1"
+    database_url: str = ""
+    redis_url: str = ""
+    jwt_secret: str = ""
+    sinal_data_dir: str = ".sinal"
+    sinal_embedded_pg_port: int = 54329
+    sinal_node_id: str = ""
+    # Names of the settings that were given explicitly (not defaults).
+    explicit: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def development(self) -> bool:
+        return self.sinal_env == "development"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.sinal_data_dir).expanduser().resolve()
+
+    @property
+    def effective_redis_url(self) -> str:
+        """REDIS_URL, else a URL built from REDIS_HOST/PORT/PASSWORD/DB when any was set."""
+        if self.redis_url:
+            return self.redis_url
+        if not any(name in self.explicit for name in _REDIS_PARTS):
+            return ""
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def with_values(self, **changes: Any) -> Config:
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
+        kwargs.update(changes)
+        return Config(**kwargs)
+
+
+def load_config(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Config:
+    """Read, validate and return the settings. Raises ConfigError on the first bad value."""
+    env = dict(os.environ if environ is None else environ)
+    raw: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        raw.update(read_env_file(env_file))
+    raw.update({k: v for k, v in env.items() if k in _BY_NAME})
+    values: dict[str, Any] = {}
+    explicit = set()
+    for setting in SETTINGS:
+        if setting.name in raw:
+            explicit.add(setting.name)
+            text = raw[setting.name]
+        else:
+            text = setting.default
+        values[setting.name.lower()] = setting.parse(setting.name, text)
+    config = Config(**values, explicit=frozenset(explicit))
+    _check_cross_field(config)
+    return config
+
+
+def _check_cross_field(config: Config) -> None:
+    if config.websocket_connection_timeout <= config.websocket_heartbeat_interval:
+        raise ConfigError(
+            "WEBSOCKET_CONNECTION_TIMEOUT",
+            str(config.websocket_connection_timeout),
+            f"more milliseconds than WEBSOCKET_HEARTBEAT_INTERVAL "
+            f"({config.websocket_heartbeat_interval})",
+        )
+    if not config.development:
+        if not config.jwt_secret:
+            raise ConfigError(
+                "JWT_SECRET", "", "a secret of at least 32 characters (required when "
+                "SINAL_ENV=production; only development generates one)"
+            )
+    if config.jwt_secret and len(config.jwt_secret) < 32:
+        raise ConfigError("JWT_SECRET", "<hidden>", "a secret of at least 32 characters")
+    if config.http_port and config.http_port == config.websocket_port:
+        raise ConfigError("HTTP_PORT", str(config.http_port), "a port other than WEBSOCKET_PORT")
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, generated from SETTINGS."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        lines.append(f"| `{s.name}` | {default} | {s.doc} |")
+    return "\n".join(lines)
