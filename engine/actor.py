@@ -1,0 +1,231 @@
+"""Actors: a Trio task that owns a bounded inbox, and the reference others send to.
+
+An actor is started like any Trio service, ``ref = await nursery.start(actor.run)``,
+usually by a supervisor (see `engine.supervisor`). ``run`` reports ready with the
+actor's `ActorRef`, which is what other actors hold:
+
+* ``await ref.send(msg)`` waits while the inbox is full (back-pressure);
+* ``ref.try_send(msg)`` never waits and returns False when the inbox is full
+  (the refusal is counted on the reference and in Prometheus).
+
+The inbox belongs to the actor object, not to one run of its task: when a
+supervisor restarts the actor it calls ``run`` again on the same object, the
+reference stays valid and messages queued meanwhile are handled by the new run.
+Reset any per-run state in `Actor.on_start`.
+
+Stopping: a supervisor first asks politely with `ActorRef.request_stop` (the
+default message loop ends between two messages), and cancels the task only if it
+has not ended within its shutdown deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+import trio
+
+from engine.metrics import INBOX_REFUSED
+from engine.registry import Registry, default_registry
+
+__all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef", "open_inbox"]
+
+DEFAULT_INBOX_CAPACITY = 64
+"""Inbox bound used when an actor does not choose one."""
+
+MsgT = TypeVar("MsgT")
+
+
+def _check_capacity(capacity: int) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise TypeError(f"inbox capacity must be an int, got {capacity!r}")
+    if capacity < 1:
+        raise ValueError(f"inbox capacity must be a positive bound, got {capacity!r}")
+    return capacity
+
+
+class ActorRef(Generic[MsgT]):
+    """The sending end of an actor's inbox, plus its name and kind."""
+
+    __slots__ = ("name", "kind", "refused", "_send", "_stop_hook", "_refused_metric")
+
+    def __init__(self, name: str, kind: str, send_channel: trio.MemorySendChannel[MsgT]) -> None:
+        self.name = name
+        self.kind = kind
+        self.refused = 0
+        """How many `try_send` calls found the inbox full."""
+        self._send = send_channel
+        self._stop_hook: Callable[[], None] | None = None
+        self._refused_metric = INBOX_REFUSED.labels(kind=kind)
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.kind}:{self.name} inbox {self.depth}/{self.capacity}>"
+
+    async def send(self, message: MsgT) -> None:
+        """Put ``message`` in the inbox, waiting while it is full."""
+        await self._send.send(message)
+
+    def try_send(self, message: MsgT) -> bool:
+        """Put ``message`` in the inbox if there is room; False (and counted) if full."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.refused += 1
+            self._refused_metric.inc()
+            return False
+        return True
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting in the inbox."""
+        return self._send.statistics().current_buffer_used
+
+    @property
+    def capacity(self) -> int:
+        """The inbox bound."""
+        return int(self._send.statistics().max_buffer_size)
+
+    def request_stop(self) -> bool:
+        """Ask the running actor to finish after the message it is handling.
+
+        Returns False if nobody listens (the actor is not running, or it is a
+        function-style actor from `open_inbox`): a supervisor then cancels it.
+        """
+        if self._stop_hook is None:
+            return False
+        self._stop_hook()
+        return True
+
+    def inbox_status(self) -> dict[str, int]:
+        """``{"depth", "capacity", "refused"}`` for status snapshots."""
+        stats = self._send.statistics()
+        return {
+            "depth": stats.current_buffer_used,
+            "capacity": int(stats.max_buffer_size),
+            "refused": self.refused,
+        }
+
+
+def open_inbox(
+    name: str, *, kind: str = "actor", capacity: int = DEFAULT_INBOX_CAPACITY
+) -> tuple[ActorRef[Any], trio.MemoryReceiveChannel[Any]]:
+    """A bounded inbox for a function-style actor: its reference and receiving end.
+
+    The function reports ready with the reference (``task_status.started(ref)``) so
+    that its supervisor can show the inbox in the status tree. Annotate the result
+    to fix the message type: ``ref: ActorRef[Msg]; ref, inbox = open_inbox(...)``.
+    """
+    send, receive = trio.open_memory_channel[Any](_check_capacity(capacity))
+    return ActorRef(name, kind, send), receive
+
+
+class _Messages(Generic[MsgT]):
+    """Async iterator over an actor's inbox that ends when a stop is requested."""
+
+    __slots__ = ("_actor",)
+
+    def __init__(self, actor: Actor[MsgT]) -> None:
+        self._actor = actor
+
+    def __aiter__(self) -> _Messages[MsgT]:
+        return self
+
+    async def __anext__(self) -> MsgT:
+        actor = self._actor
+        if actor.stop_requested:
+            raise StopAsyncIteration
+        with trio.CancelScope() as waiting:
+            actor._waiting = waiting
+            try:
+                message = await actor._receive.receive()
+            finally:
+                actor._waiting = None
+        if waiting.cancelled_caught:
+            raise StopAsyncIteration
+        return message
+
+
+class Actor(Generic[MsgT]):
+    """Base class for an actor with a bounded inbox and a message loop.
+
+    Subclasses set ``kind`` and implement `handle` (or override `main` for a loop
+    of their own that iterates `messages`). A singleton passes ``unique_name=True``
+    (the default) and is found with ``registry.lookup(name)``; a dynamic child such
+    as a connection passes ``unique_name=False`` and is only counted by kind.
+    """
+
+    kind: ClassVar[str] = "actor"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        capacity: int = DEFAULT_INBOX_CAPACITY,
+        registry: Registry | None = None,
+        unique_name: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"actor name must be a non-empty string, got {name!r}")
+        send, receive = trio.open_memory_channel[MsgT](_check_capacity(capacity))
+        self.name = name
+        self.registry = registry if registry is not None else default_registry
+        self.unique_name = unique_name
+        self.ref: ActorRef[MsgT] = ActorRef(name, self.kind, send)
+        self._receive = receive
+        self._running = False
+        self._stop_requested = False
+        self._waiting: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind}:{self.name}>"
+
+    @property
+    def running(self) -> bool:
+        """True while a run of this actor's task is in progress."""
+        return self._running
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once `stop` or `ActorRef.request_stop` was called during this run."""
+        return self._stop_requested
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef[MsgT]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The actor's task: register, `on_start`, report ready with the ref, `main`."""
+        if self._running:
+            raise RuntimeError(f"{self!r} is already running")
+        self.registry.add(self.ref, unique_name=self.unique_name)  # may raise NameTaken
+        self._running = True
+        self._stop_requested = False
+        self.ref._stop_hook = self.stop
+        try:
+            await self.on_start()
+            task_status.started(self.ref)
+            await self.main()
+        finally:
+            self.ref._stop_hook = None
+            self.registry.remove(self.ref)
+            self._running = False
+
+    async def on_start(self) -> None:
+        """Set up before reporting ready (open connections, reset per-run state)."""
+
+    async def main(self) -> None:
+        """The actor's body; by default, `handle` every message until stopped."""
+        async for message in self.messages():
+            await self.handle(message)
+
+    async def handle(self, message: MsgT) -> None:
+        """Process one message from the inbox."""
+        raise NotImplementedError(f"{type(self).__name__} must implement handle() or main()")
+
+    def messages(self) -> _Messages[MsgT]:
+        """Iterate over the inbox until a stop is requested."""
+        return _Messages(self)
+
+    def stop(self) -> None:
+        """End the message loop after the current message (a normal exit)."""
+        self._stop_requested = True
+        if self._waiting is not None:
+            self._waiting.cancel()
