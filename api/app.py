@@ -36,6 +36,24 @@ def create_app(node: Node) -> QuartTrio:
         metrics = node.health_metrics()
         return jsonify(metrics), (200 if metrics["healthy"] else 503)
 
+    @app.get("/api/supervisor")
+    async def supervisor() -> Any:
+        from quart import request
+
+        from engine.tokens import TokenError, verify_token
+
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        try:
+            claims = verify_token(node.config.jwt_secret, token)
+        except TokenError as exc:
+            return jsonify({"type": "about:blank", "title": "Unauthorized", "status": 401,
+                            "code": exc.code, "detail": str(exc)}), 401
+        if claims.role != "admin":
+            return jsonify({"type": "about:blank", "title": "Forbidden", "status": 403,
+                            "code": "forbidden", "detail": "admins only"}), 403
+        return jsonify(node.status_tree())
+
     @app.get("/")
     async def index() -> Any:
         return jsonify({

@@ -168,12 +168,22 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(tree, indent=2))
     else:
-        try:
-            from engine.status import render_text
+        from engine.status import render_status
 
-            print(render_text(tree))
-        except ImportError:
-            print(json.dumps(tree, indent=2))
+        print(f"node {tree.get('node')}")
+        if tree.get("tree"):
+            print(render_status(tree["tree"]))
+        listener = tree.get("listener") or {}
+        if listener:
+            print(f"listener: position {listener.get('position')}, head {listener.get('head')},"
+                  f" lag {listener.get('lag')}")
+        realtime = tree.get("realtime") or {}
+        if realtime:
+            print(f"connections: {realtime.get('connections')} "
+                  f"({realtime.get('users')} users, {realtime.get('refused')} refused)")
+            for name, topic in (realtime.get("topics") or {}).items():
+                print(f"  topic {name}: {topic['subscribers']} subscribers, head "
+                      f"{topic['head']}, ring {topic['ring']}, frames out {topic['framesOut']}")
     return 0
 
 

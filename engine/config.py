@@ -290,7 +290,7 @@ def _check_cross_field(config: Config) -> None:
             )
     if config.jwt_secret and len(config.jwt_secret) < 32:
         raise ConfigError("JWT_SECRET", "<hidden>", "a secret of at least 32 characters")
-    if config.http_port and config.http_port == config.websocket_port:
+    if config.http_port and config.http_port == config.websocket_port:  # 0 = any free port
         raise ConfigError("HTTP_PORT", str(config.http_port), "a port other than WEBSOCKET_PORT")
 
 

@@ -74,6 +74,7 @@ class EmbeddedPostgres:
     database: str = "sinal"
     _run_as: pwd.struct_passwd | None = field(default=None, init=False, repr=False)
     _bin: Path | None = field(default=None, init=False, repr=False)
+    _owned: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -149,7 +150,14 @@ class EmbeddedPostgres:
                 "initdb", "-D", str(pgdata), "-U", "postgres", "-A", "trust",
                 "--locale-provider=libc", "-E", "UTF8", "--no-sync",
             )
-        self._stop_stale()
+        if self._run("pg_ctl", "-D", str(pgdata), "status", check=False).returncode == 0:
+            # another process (a second `sinal serve`, a crashed run) runs this cluster:
+            # share it, and leave stopping it to whoever started it
+            log.warning("embedded PostgreSQL in %s is already running: reusing it", pgdata)
+            self._owned = False
+            self._create_database()
+            return self.url
+        self._owned = True
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} "
             "-c max_connections=200 -c fsync=on -c shared_buffers=128MB"
@@ -161,11 +169,6 @@ class EmbeddedPostgres:
         self._create_database()
         log.info("embedded PostgreSQL ready at %s (data in %s)", self.url, pgdata)
         return self.url
-
-    def _stop_stale(self) -> None:
-        status = self._run("pg_ctl", "-D", str(self._pgdata), "status", check=False)
-        if status.returncode == 0:  # left running by a crashed run: restart with our options
-            self._run("pg_ctl", "-D", str(self._pgdata), "-m", "fast", "-w", "stop", check=False)
 
     def _create_database(self) -> None:
         import psycopg
@@ -186,7 +189,7 @@ class EmbeddedPostgres:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self._bin is None:
+        if self._bin is None or not self._owned:
             return
         self._run("pg_ctl", "-D", str(self._pgdata), "-m", "fast", "-w", "stop", check=False)
 
@@ -194,6 +197,12 @@ class EmbeddedPostgres:
         """Stop and start again (fault tests: a database restart)."""
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """Stop immediately (fault tests: a crash)."""
+        if self._bin is not None:
+            self._run("pg_ctl", "-D", str(self._pgdata), "-m", "immediate", "-w", "stop",
+                      check=False)
 
 
 def redis_server_binary() -> str:

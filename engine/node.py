@@ -1,14 +1,30 @@
-"""One Sinal node: the database, the HTTP front end and (with the realtime issue) the
-WebSocket server, listener and topics, under one root.
+"""One Sinal node: its supervisor tree.
 
-`prepare_database` runs before Trio starts (embedded server, migrations, demo data);
-`Node.run` is the Trio side.
+    sinal (one_for_one)
+    ├── http                      Quart-Trio on HTTP_PORT (health, REST, status)
+    └── realtime (rest_for_one)
+        ├── topics (one_for_one)  one Topic actor per topic
+        ├── database_services (one_for_one, patient)
+        │   ├── presence              websocket_connections / deliveries, batched
+        │   ├── notification_producer
+        │   ├── database_listener     LISTEN + sequencer + change-log reads
+        │   └── metrics_publisher
+        ├── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
+        └── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
+
+rest_for_one: if the topics fail, everything after them restarts (the listener re-feeds
+them, connections resubscribe after their resync). The database services sit under their
+own patient supervisor: a database that is down makes them restart with capped backoff for
+as long as it takes, without escalating, while sockets stay open.
+
+`prepare_database` runs before Trio starts (embedded server, migrations, demo data).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import secrets
 import socket
 import time
@@ -20,11 +36,22 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from actors.access import NOTIFICATION_TOPIC
+from actors.hub import Hub
+from actors.listener import DatabaseListener
+from actors.metrics_push import MetricsPublisher
+from actors.notifications import NotificationProducer, mark_offered, render_notification
+from actors.presence import PresenceWriter
+from actors.server import WebSocketServer, connection_pool
+from actors.topic import Topic
+from actors.transport import ConnectionLimits
 from engine.config import Config
 from engine.db import Database
+from engine.dynamic import DynamicSupervisor
 from engine.embedded import EmbeddedPostgres
 from engine.log import event
 from engine.migrate import apply_migrations
+from engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
 
 log = logging.getLogger("sinal.node")
 
@@ -88,23 +115,32 @@ class Node:
     http_url: str = ""
     websocket_url: str = ""
     db: Database | None = None
+    hub: Hub | None = None
+    listener: DatabaseListener | None = None
+    pool: DynamicSupervisor | None = None
+    root: Supervisor | None = None
+    websocket: WebSocketServer | None = None
+    ws_limits: ConnectionLimits | None = None
+    metrics_interval: float = 5.0
+    listener_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.node_id:
             self.node_id = self.config.sinal_node_id or f"{socket.gethostname()}-{os.getpid()}"
 
-    def health_metrics(self) -> dict[str, Any]:
-        """Seed 8.2's health payload (connections, cache, latency are filled by later issues)."""
-        import resource
+    # --- numbers ---------------------------------------------------------------------------
 
+    def health_metrics(self) -> dict[str, Any]:
+        """Seed 8.2's health payload, from memory only (a health check never queries)."""
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        connections = 0
+        connections = self.hub.active_connections if self.hub else 0
         metrics: dict[str, Any] = {
             "websocketConnections": connections,
             "cacheHitRate": 1.0,
             "averageLatency": 0.0,
             "uptime": round(time.monotonic() - self.started_at, 3),
             "memoryUsage": {"maxRssMb": round(rss_mb, 1)},
+            "listener": self.listener.describe() if self.listener else None,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         metrics["healthy"] = (
@@ -115,7 +151,27 @@ class Node:
         )
         return metrics
 
-    async def serve_http(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    def gather_metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        assert self.hub is not None
+        performance = {
+            "connections": self.hub.active_connections,
+            "framesOut": sum(t.frames_out for t in self.hub.topics.values()),
+            "listenerLag": self.listener.lag if self.listener else 0,
+            "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        status = {"node": self.node_id, "ready": self.ready.is_set(),
+                  "uptime": round(time.monotonic() - self.started_at, 1)}
+        return performance, status
+
+    def status_tree(self) -> dict[str, Any]:
+        tree: dict[str, Any] = self.root.status() if self.root else {}
+        return {"node": self.node_id, "tree": tree,
+                "realtime": self.hub.describe() if self.hub else None,
+                "listener": self.listener.describe() if self.listener else None}
+
+    # --- children ----------------------------------------------------------------------------
+
+    async def serve_http(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
         from api.app import create_app
 
@@ -123,7 +179,7 @@ class Node:
         hconfig.bind = [f"{self.config.sinal_host}:{self.config.http_port}"]
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("hypercorn.error")
-        hconfig.graceful_timeout = 5
+        hconfig.graceful_timeout = 3
         app = create_app(self)
 
         async def run(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -132,21 +188,85 @@ class Node:
         async with trio.open_nursery() as nursery:
             bound: list[str] = await nursery.start(run)
             self.http_url = bound[0] if bound else ""
-            task_status.started(self.http_url)
+            task_status.started()
+
+    def build_tree(self) -> Supervisor:
+        assert self.db is not None
+        config = self.config
+        hub = self.hub = Hub(config, self.db, self.node_id)
+        hub.make_topics(0)
+        notes = hub.topics[NOTIFICATION_TOPIC]
+        notes.render = render_notification
+        notes.on_offered = mark_offered(hub)
+        presence = hub.presence = PresenceWriter(self.db, self.node_id)
+        producer = NotificationProducer(self.db)
+
+        async def forward(changes: list[Any]) -> None:
+            await producer.send_channel.send(changes)
+
+        self.listener = DatabaseListener(self.db, hub.topics,
+                                         poll_interval=self.listener_poll_interval,
+                                         on_changes=forward)
+        self.pool = connection_pool(hub)
+        self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
+                                         port=config.websocket_port, limits=self.ws_limits)
+        topics = Supervisor(
+            "topics",
+            [ChildSpec(name=f"topic:{t.name}", start=t.run, kind="topic")
+             for t in hub.topics.values()],
+            SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10),
+        )
+        # Patient: a database that is down makes these restart with capped backoff for
+        # as long as it takes; sockets and topics stay up meanwhile.
+        services = Supervisor(
+            "database_services",
+            [
+                ChildSpec(name="presence", start=presence.run, kind="presence_writer"),
+                ChildSpec(name="notification_producer", start=producer.run,
+                          kind="notification_producer"),
+                ChildSpec(name="database_listener", start=self.listener.run,
+                          kind="database_listener"),
+                ChildSpec(name="metrics_publisher",
+                          start=MetricsPublisher(hub, self.gather_metrics,
+                                                 self.metrics_interval).run,
+                          kind="metrics_publisher"),
+            ],
+            SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
+                            backoff_base=0.2, backoff_cap=5.0),
+        )
+        realtime = Supervisor(
+            "realtime",
+            [
+                ChildSpec.of(topics),
+                ChildSpec.of(services),
+                ChildSpec.of(self.pool),
+                ChildSpec(name="websocket", start=self.websocket.run, kind="websocket_server"),
+            ],
+            SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=5, period=30),
+        )
+        return Supervisor(
+            "sinal",
+            [ChildSpec(name="http", start=self.serve_http, kind="http_server"),
+             ChildSpec.of(realtime)],
+            SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=30),
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        self.db = Database(self.database_url)
-        self.db.open()
+        self.db = Database(self.database_url, max_size=8)
+        await trio.to_thread.run_sync(self.db.open)
         try:
+            self.root = self.build_tree()
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.serve_http)
+                await nursery.start(self.root.run)
+                assert self.websocket is not None
                 self.websocket_url = (
-                    f"ws://{self.config.sinal_host}:{self.config.websocket_port}/ws"
+                    f"ws://{self.config.sinal_host}:{self.websocket.bound_port}/ws"
                 )
                 self.ready.set()
-                event(log, "node_ready", node=self.node_id, http=self.http_url)
+                event(log, "node_ready", node=self.node_id, http=self.http_url,
+                      websocket=self.websocket_url)
                 task_status.started(self)
         finally:
-            self.db.close()
-
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.db.close)

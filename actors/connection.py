@@ -1,0 +1,417 @@
+"""Connection actor: one per WebSocket. Handshake and JWT auth, subscriptions with
+authorisation, heartbeats both ways, idle timeout, rate limit, slow-consumer policy, resume.
+
+Tasks of one connection (all in its own nursery): the transport's writer, the receive
+loop (this actor's inbox is the socket), a timer (heartbeats out, silence in), and the
+lag handler. Topics write to the socket only through `offer` (never blocks).
+
+Slow-consumer policy (docs/protocol.md): when the outbox is over its bound, the transport
+refuses every offer; each topic that had a frame for us ends our subscription and calls
+`lagged(topic, last_position)`. The lag handler waits (up to WEBSOCKET_CONNECTION_TIMEOUT)
+for room, sends `resync {topic, offset: last_position, reason: "slow_consumer"}` for each
+ended subscription, and accepts offers again. The client resubscribes with
+`since: {topic: offset}` and loses nothing. A client that does not drain in time is
+closed with 4301 slow_consumer. The server never holds more than the outbox bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import trio
+
+from actors.access import (
+    METRICS_TOPIC,
+    NOTIFICATION_TOPIC,
+    AccessError,
+    Principal,
+    RowFilter,
+    subscription_filter,
+)
+from actors.hub import Hub
+from actors.topic import CatchUp, Joined, Replay, Subscription, Topic
+from actors.transport import ConnectionClosed, WebSocketConnection
+from actors.wsframe import build_frame
+from engine.changes import Change, head_position, read_changes, retained_since
+from engine.log import WS_LOGGER, event
+from engine.tokens import TokenError, verify_token
+from protocol import (
+    CloseConnection,
+    Connect,
+    Encoding,
+    ErrorCode,
+    Heartbeat,
+    Resync,
+    SendError,
+    ServerMessage,
+    ServerSession,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    Welcome,
+)
+
+log = logging.getLogger("sinal.connection")
+ws_log = logging.getLogger(WS_LOGGER)
+
+CATCH_UP_PAGE = 1000
+CATCH_UP_ROUNDS = 8
+RATE_WINDOW = 60.0  # seconds: over-budget frames are counted per window
+
+
+class ConnectionActor:
+    kind = "connection"
+
+    def __init__(self, ws: WebSocketConnection, hub: Hub, encoding: Encoding) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.encoding = encoding
+        self.session = ServerSession(encoding)
+        self.session_id = uuid.uuid4().hex
+        self.user_id = ""
+        self.principal: Principal | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self._lagged: dict[str, int] = {}
+        self._lag_event = trio.Event()
+        self.last_seen = trio.current_time()
+        self.started_at = time.time()
+        self.frames_in = 0
+        self.over_budget = 0  # frames dropped in the current rate window
+        self.over_window_start = 0.0
+        self.last_rate_error = -1.0
+        self.closing = False
+
+    # --- Sink (called synchronously by topics) ------------------------------------------
+
+    def offer(self, frame: bytes) -> bool:
+        return self.ws.offer(frame)
+
+    def lagged(self, topic: str, last_position: int) -> None:
+        self.subscriptions.pop(topic, None)
+        self._lagged[topic] = min(last_position, self._lagged.get(topic, last_position))
+        self._lag_event.set()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[ConnectionActor]
+                  = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the socket until it closes. The transport's writer must already run."""
+        task_status.started(self)
+        try:
+            if not await self._handshake():
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._timer)
+                nursery.start_soon(self._lag_handler)
+                await self._receive_loop()
+                nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._end_subscriptions()
+            if self.user_id:
+                self.hub.unregister(self)
+                if self.hub.presence is not None:
+                    self.hub.presence.disconnected(self.session_id)
+                event(ws_log, "ws_disconnect", session=self.session_id, user=self.user_id,
+                      code=self.ws.close_code, framesIn=self.frames_in)
+            self.hub.note_close(self.ws.close_code)
+            self.session.closed()
+
+    async def _close_with(self, action: CloseConnection) -> None:
+        self.closing = True
+        slow = action.error.code == ErrorCode.SLOW_CONSUMER
+        if not slow:
+            self.ws.offer(build_frame(action.frame, text=not self.encoding.binary))
+        with trio.CancelScope(shield=True):
+            await self.ws.close(action.close_code, action.reason, discard_pending=slow)
+
+    async def close(self, code: ErrorCode, message: str | None = None) -> None:
+        if self.closing:
+            return
+        await self._close_with(self.session.close(code, message))
+
+    def _send(self, message: ServerMessage) -> bool:
+        """Queue a control message in order with data frames; False when slow or closed."""
+        payload = self.session.send(message)
+        return self.ws.offer(build_frame(payload, text=not self.encoding.binary))
+
+    # --- handshake ---------------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        timeout = self.hub.config.websocket_connection_timeout / 1000
+        with trio.move_on_after(timeout) as scope:
+            frame = await self.ws.receive()
+        if scope.cancelled_caught:
+            await self.close(ErrorCode.HEARTBEAT_TIMEOUT, "no connect frame in time")
+            return False
+        self.last_seen = trio.current_time()
+        received = self.session.receive(frame)
+        if isinstance(received, CloseConnection | SendError):
+            if isinstance(received, CloseConnection):
+                await self._close_with(received)
+            return False
+        assert isinstance(received, Connect)
+        try:
+            principal = await self._authenticate(received)
+        except TokenError as exc:
+            await self._close_with(self.session.fail(exc.code, str(exc), received.ref))
+            return False
+        self.principal = principal
+        self.user_id = principal.user_id
+        config = self.hub.config
+        welcome = Welcome(
+            session_id=self.session_id,
+            server_time=int(time.time() * 1000),
+            heartbeat_interval=config.websocket_heartbeat_interval,
+            connection_timeout=config.websocket_connection_timeout,
+            user_id=principal.user_id,
+            role=principal.role,
+            ref=received.ref,
+        )
+        payload = self.session.accept(welcome)
+        self.ws.offer(build_frame(payload, text=not self.encoding.binary))
+        self.hub.register(self)
+        request = self.ws.request
+        if self.hub.presence is not None:
+            self.hub.presence.connected(
+                self.session_id, principal.user_id,
+                request.header("user-agent") if request else None,
+                request.remote if request else None,
+            )
+        event(ws_log, "ws_connect", session=self.session_id, user=principal.user_id,
+              role=principal.role, remote=request.remote if request else None)
+        # notifications flow to every connection of the user without a subscribe
+        await self._subscribe_topic(NOTIFICATION_TOPIC, None, None)
+        await self._deliver_kept_notifications()
+        return True
+
+    async def _authenticate(self, message: Connect) -> Principal:
+        claims = verify_token(self.hub.config.jwt_secret, message.token)
+        if message.user_id is not None and message.user_id != claims.user_id:
+            raise TokenError("auth_failed", "userId does not match the token")
+
+        def lookup(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            try:
+                return conn.execute(
+                    "SELECT id::text AS id, role, is_active, department_id::text AS dept "
+                    "FROM users WHERE id = %s", (claims.user_id,),
+                ).fetchone()
+            except psycopg.errors.InvalidTextRepresentation:
+                return None
+
+        row = await self.hub.db.run(lookup)
+        if row is None:
+            raise TokenError("auth_failed", "unknown user")
+        if not row["is_active"]:
+            raise TokenError("auth_failed", "user is not active")
+        return Principal(str(row["id"]), str(row["role"]), row["dept"])
+
+    # --- receiving ---------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        limiter = self.hub.rate_limiter
+        assert limiter is not None
+        while not self.closing:
+            frame = await self.ws.receive()
+            self.last_seen = trio.current_time()
+            self.frames_in += 1
+            received = self.session.receive(frame)
+            if received is None:
+                continue
+            if isinstance(received, CloseConnection):
+                await self._close_with(received)
+                return
+            if isinstance(received, SendError):
+                self._send_error_frame(received)
+                continue
+            if not limiter.allow(self.user_id):
+                if await self._over_budget(getattr(received, "ref", None)):
+                    return
+                continue
+            if isinstance(received, Heartbeat):
+                if self.hub.presence is not None:
+                    self.hub.presence.heartbeat(self.session_id)
+            elif isinstance(received, Subscribe):
+                await self._on_subscribe(received)
+            elif isinstance(received, Unsubscribe):
+                self._on_unsubscribe(received)
+            # Connect after welcome is answered by the session (already_authenticated)
+
+    async def _over_budget(self, ref: Any) -> bool:
+        """Drop the frame; error at most once a second; close past twice the budget.
+        Returns True when the connection was closed."""
+        budget = self.hub.config.rate_limit_requests_per_minute
+        now = trio.current_time()
+        if now - self.over_window_start >= RATE_WINDOW:
+            self.over_window_start, self.over_budget = now, 0
+        self.over_budget += 1
+        if self.over_budget > budget:
+            await self.close(ErrorCode.RATE_LIMITED,
+                             f"more than twice the budget of {budget} frames per minute")
+            return True
+        if now - self.last_rate_error >= 1.0:
+            self.last_rate_error = now
+            self._fail(ErrorCode.RATE_LIMITED,
+                       f"more than {budget} frames per minute; frame dropped", ref)
+        return False
+
+    def _send_error_frame(self, error: SendError) -> None:
+        self.ws.offer(build_frame(error.frame, text=not self.encoding.binary))
+
+    def _fail(self, code: ErrorCode, message: str, ref: Any = None) -> None:
+        result = self.session.fail(code, message, ref)
+        if isinstance(result, SendError):
+            self._send_error_frame(result)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def _on_subscribe(self, message: Subscribe) -> None:
+        assert self.principal is not None
+        filters: dict[str, RowFilter] = {}
+        for topic in message.events:
+            if topic == METRICS_TOPIC:
+                if self.principal.role != "admin":
+                    self._fail(ErrorCode.FORBIDDEN, "metrics are for admins", message.ref)
+                    return
+                continue
+            try:
+                filters[topic] = subscription_filter(self.principal, topic, message.filters)
+            except AccessError as exc:
+                self._fail(ErrorCode(exc.code), exc.message, message.ref)
+                return
+        since = dict(message.since or {})
+        offsets = {t: self.hub.topics[t].head for t in filters}
+        if METRICS_TOPIC in message.events:
+            self.hub.metrics_sinks.add(self)
+            offsets[METRICS_TOPIC] = 0
+        if not self._send(Subscribed(events=tuple(message.events), offsets=offsets,
+                                     ref=message.ref)):
+            return
+        for topic, row_filter in filters.items():
+            await self._subscribe_topic(topic, row_filter, since.get(topic))
+
+    async def _subscribe_topic(self, name: str, row_filter: RowFilter | None,
+                               since: int | None) -> None:
+        assert self.principal is not None
+        if row_filter is None:
+            row_filter = subscription_filter(self.principal, name, None)
+        old = self.subscriptions.pop(name, None)
+        if old is not None:
+            self.hub.topics[name].unsubscribe(old)
+        self._lagged.pop(name, None)
+        topic = self.hub.topics[name]
+        if since is not None and since > topic.head:
+            head = await self.hub.db.run(head_position)
+            if since > head:
+                self._send(Resync(topic=name, offset=topic.head, reason="offset_ahead"))
+                return
+        for _ in range(CATCH_UP_ROUNDS):
+            result = topic.subscribe(self, row_filter, since)
+            if isinstance(result, Joined):
+                self.subscriptions[name] = result.subscription
+                return
+            if isinstance(result, Replay):
+                for entry in result.entries:
+                    await self._send_owed(topic, entry.change, entry.frame(self.encoding))
+                since = result.until
+                continue
+            caught_up = await self._catch_up_from_log(name, row_filter, result)
+            if caught_up is None:
+                return  # resync sent
+            since = caught_up
+        self._send(Resync(topic=name, offset=since or 0, reason="catch_up_timeout"))
+
+    async def _send_owed(self, topic: Topic, change: Change, frame: bytes) -> None:
+        """A replayed frame: waits for room in the outbox (flow control, never 'slow')."""
+        await self.ws.send_frame(frame)
+        if topic.on_offered is not None:
+            topic.on_offered(self, change)
+
+    async def _catch_up_from_log(self, name: str, row_filter: RowFilter,
+                                 gap: CatchUp) -> int | None:
+        """Send the topic's changes (since, until] from the table; return `until`."""
+        topic = self.hub.topics[name]
+        after = gap.since
+        while after < gap.until:
+            start = after
+
+            def work(conn: psycopg.Connection[Any]) -> tuple[int, list[Change]]:
+                return retained_since(conn), read_changes(conn, start, CATCH_UP_PAGE, [name])
+
+            retained, changes = await self.hub.db.run(work)
+            if start < retained:
+                self._send(Resync(topic=name, offset=topic.head, reason="retention"))
+                return None
+            for change in changes:
+                if change.position > gap.until:
+                    return gap.until
+                if row_filter.matches(change.new_row, change.old_row, change.op):
+                    await self._send_owed(topic, change, topic.render(change, self.encoding))
+                after = change.position
+            if len(changes) < CATCH_UP_PAGE:
+                break
+        return gap.until
+
+    def _on_unsubscribe(self, message: Unsubscribe) -> None:
+        for topic in message.events:
+            sub = self.subscriptions.pop(topic, None)
+            if sub is not None:
+                self.hub.topics[topic].unsubscribe(sub)
+            if topic == METRICS_TOPIC:
+                self.hub.metrics_sinks.discard(self)
+        self._send(Unsubscribed(events=tuple(message.events), ref=message.ref))
+
+    def _end_subscriptions(self) -> None:
+        for name, sub in self.subscriptions.items():
+            self.hub.topics[name].unsubscribe(sub)
+        self.subscriptions.clear()
+        self.hub.metrics_sinks.discard(self)
+
+    async def _deliver_kept_notifications(self) -> None:
+        from actors.notifications import deliver_kept
+
+        await deliver_kept(self)
+
+    # --- timers and slow consumers -----------------------------------------------------------
+
+    async def _timer(self) -> None:
+        config = self.hub.config
+        interval = config.websocket_heartbeat_interval / 1000
+        timeout = config.websocket_connection_timeout / 1000
+        next_beat = trio.current_time() + interval
+        while True:
+            silence_deadline = self.last_seen + timeout
+            await trio.sleep_until(min(next_beat, silence_deadline))
+            now = trio.current_time()
+            if now >= self.last_seen + timeout:
+                await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
+                                 f"nothing received for {config.websocket_connection_timeout} ms")
+                return
+            if now >= next_beat:
+                self._send(Heartbeat(timestamp=int(time.time() * 1000)))
+                next_beat = now + interval
+
+    async def _lag_handler(self) -> None:
+        grace = self.hub.config.websocket_connection_timeout / 1000
+        while True:
+            await self._lag_event.wait()
+            self._lag_event = trio.Event()
+            with trio.move_on_after(grace) as scope:
+                while self._lagged:
+                    topic, offset = next(iter(self._lagged.items()))
+                    del self._lagged[topic]
+                    payload = self.session.send(Resync(topic=topic, offset=offset,
+                                                       reason="slow_consumer"))
+                    await self.ws.send_message(
+                        payload if self.encoding.binary else payload.decode())
+                self.ws.clear_slow()
+            if scope.cancelled_caught:
+                await self.close(ErrorCode.SLOW_CONSUMER,
+                                 "outbox did not drain within the connection timeout")
+                return

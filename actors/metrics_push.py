@@ -1,0 +1,51 @@
+"""MetricsPublisher actor: `metrics {performance, status}` frames to subscribed admins.
+
+Every `interval` seconds it gathers the node's numbers, encodes the frame once per wire
+encoding and offers the same bytes to every admin connection subscribed to `metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from actors.hub import Hub
+from actors.wsframe import build_frame
+from protocol import Encoding, Metrics, encode
+
+
+class MetricsPublisher:
+    kind = "metrics_publisher"
+
+    def __init__(self, hub: Hub, gather: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+                 interval: float = 5.0) -> None:
+        self.hub = hub
+        self.gather = gather
+        self.interval = interval
+        self.published = 0
+
+    def publish_once(self) -> int:
+        if not self.hub.metrics_sinks:
+            return 0
+        performance, status = self.gather()
+        frames: dict[Encoding, bytes] = {}
+        sent = 0
+        for sink in list(self.hub.metrics_sinks):
+            frame = frames.get(sink.encoding)
+            if frame is None:
+                payload = encode(Metrics(performance=performance, status=status), sink.encoding)
+                frame = frames[sink.encoding] = build_frame(payload,
+                                                            text=not sink.encoding.binary)
+            if sink.offer(frame):
+                sent += 1
+        self.published += 1
+        return sent
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval)
+            self.publish_once()
