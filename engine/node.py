@@ -8,7 +8,8 @@
         │   ├── presence              websocket_connections / deliveries, batched
         │   ├── notification_producer
         │   ├── database_listener     LISTEN + sequencer + change-log reads
-        │   └── metrics_publisher
+        │   ├── metrics_publisher
+        │   └── delivery_watch        orders past their expected date become late
         ├── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
         └── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
 
@@ -37,6 +38,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from actors.access import NOTIFICATION_TOPIC
+from actors.delivery_watch import DeliveryWatch
 from actors.hub import Hub
 from actors.listener import DatabaseListener
 from actors.metrics_push import MetricsPublisher
@@ -122,6 +124,8 @@ class Node:
     websocket: WebSocketServer | None = None
     ws_limits: ConnectionLimits | None = None
     metrics_interval: float = 5.0
+    delivery_check_interval: float = 60.0
+    delivery_watch: DeliveryWatch | None = None
     listener_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
@@ -207,6 +211,7 @@ class Node:
         self.listener = DatabaseListener(self.db, hub.topics,
                                          poll_interval=self.listener_poll_interval,
                                          on_changes=forward)
+        self.delivery_watch = DeliveryWatch(self.db, self.delivery_check_interval)
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
                                          port=config.websocket_port, limits=self.ws_limits)
@@ -230,6 +235,8 @@ class Node:
                           start=MetricsPublisher(hub, self.gather_metrics,
                                                  self.metrics_interval).run,
                           kind="metrics_publisher"),
+                ChildSpec(name="delivery_watch", start=self.delivery_watch.run,
+                          kind="delivery_watch"),
             ],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
                             backoff_base=0.2, backoff_cap=5.0),
