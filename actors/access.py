@@ -12,7 +12,7 @@ Permissions (the seed's security rules, made precise):
 
 | topic | requester | approver_aN | buyer | admin |
 |---|---|---|---|---|
-| purchase_request_changed | own or own department's | status = pending_aN | status in approved, quoting, ordered, delivered | all |
+| purchase_request_changed | own or own dept's | status = pending_aN | approved..delivered | all |
 | approval_changed | - | level = N | - | all |
 | quotation_changed | - | - | all | all |
 | purchase_order_changed | - | - | all | all |

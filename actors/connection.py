@@ -160,7 +160,9 @@ class ConnectionActor:
         try:
             principal = await self._authenticate(received)
         except TokenError as exc:
-            await self._close_with(self.session.fail(exc.code, str(exc), received.ref))
+            refused = self.session.fail(exc.code, str(exc), received.ref)
+            assert isinstance(refused, CloseConnection)  # before welcome every error closes
+            await self._close_with(refused)
             return False
         self.principal = principal
         self.user_id = principal.user_id
@@ -341,7 +343,8 @@ class ConnectionActor:
         while after < gap.until:
             start = after
 
-            def work(conn: psycopg.Connection[Any]) -> tuple[int, list[Change]]:
+            def work(conn: psycopg.Connection[Any], start: int = start
+                     ) -> tuple[int, list[Change]]:
                 return retained_since(conn), read_changes(conn, start, CATCH_UP_PAGE, [name])
 
             retained, changes = await self.hub.db.run(work)

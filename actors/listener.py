@@ -126,7 +126,8 @@ class DatabaseListener:
         while True:
             after = self.position
 
-            def work(conn: psycopg.Connection[Any]) -> tuple[int, list[Change]]:
+            def work(conn: psycopg.Connection[Any], after: int = after
+                     ) -> tuple[int, list[Change]]:
                 head = sequence_changes(conn)
                 return head, read_changes(conn, after, READ_LIMIT)
 

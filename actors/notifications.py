@@ -18,6 +18,7 @@ connect instead of pushing it (push = false). Each notifying change is one state
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -57,8 +58,8 @@ def rules_for(change: Change) -> list[dict[str, Any]]:
     row = change.row
     out: list[dict[str, Any]] = []
 
-    def add(kind: str, message: str, action: dict[str, Any], roles: list[str] = [],
-            users: list[str] = [], request_id: str | None = None) -> None:
+    def add(kind: str, message: str, action: dict[str, Any], roles: tuple[str, ...] = (),
+            users: tuple[str, ...] = (), request_id: str | None = None) -> None:
         out.append({"kind": kind, "message": message, "action": action,
                     "position": change.position, "roles": list(roles), "users": list(users),
                     "request_id": request_id})
@@ -72,18 +73,18 @@ def rules_for(change: Change) -> list[dict[str, Any]]:
         if isinstance(status, str) and status.startswith("pending_a"):
             level = status[-1]
             add("approval_required", f"Solicitação '{title}' aguarda aprovação no nível {level}",
-                action, roles=[f"approver_a{level}"])
+                action, roles=(f"approver_a{level}",))
         elif status == "approved" and change.op == "update":
             add("purchase_request_approved", f"Solicitação '{title}' foi aprovada", action,
-                users=[row["requester_id"]])
+                users=(row["requester_id"],))
         elif status == "rejected":
             add("purchase_request_rejected", f"Solicitação '{title}' foi rejeitada", action,
-                users=[row["requester_id"]])
+                users=(row["requester_id"],))
     elif change.table == "quotations" and change.op == "insert":
         add("quotation_received", "Nova cotação recebida",
             {"kind": "open", "resource": "quotation", "id": row.get("id"),
              "purchaseRequestId": row.get("purchase_request_id")},
-            roles=["buyer"], request_id=row.get("purchase_request_id"))
+            roles=("buyer",), request_id=row.get("purchase_request_id"))
     elif change.table == "purchase_orders":
         action = {"kind": "open", "resource": "purchase_order", "id": row.get("id")}
         if change.op == "insert":
@@ -93,7 +94,7 @@ def rules_for(change: Change) -> list[dict[str, Any]]:
             if row.get("delivery_status") == "late":
                 add("delivery_late",
                     f"Entrega atrasada (prevista para {row.get('expected_delivery_date')})",
-                    action, roles=["buyer"], request_id=row.get("purchase_request_id"))
+                    action, roles=("buyer",), request_id=row.get("purchase_request_id"))
             elif row.get("delivery_status") == "delivered":
                 add("order_delivered", "Pedido entregue", action,
                     request_id=row.get("purchase_request_id"))
@@ -120,7 +121,7 @@ class NotificationProducer:
             delay = 0.1
             while pending:
                 try:
-                    self.created += await self.db.run(lambda conn: self._insert(conn, pending))
+                    self.created += await self.db.run(partial(self._insert, pending=pending))
                     break
                 except psycopg.OperationalError as exc:
                     # the database is away: keep the batch (nothing is lost), retry with

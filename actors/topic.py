@@ -237,7 +237,7 @@ class Topic:
         return {"depth": stats.current_buffer_used, "capacity": int(stats.max_buffer_size),
                 "refused": 0}
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    async def run(self, *, task_status: trio.TaskStatus[Topic] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         try:
             task_status.started(self)

@@ -52,12 +52,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                                            ttl_seconds=12 * 3600)
                         token_line = f"  token      {token}\n             ({admin['email']}, " \
                                      "admin, 12 h; `sinal token --user <email|role>` for others)\n"
+                embedded = (f"  (embedded, data in {config.data_dir})"
+                            if prepared.embedded else "")
                 print(
                     f"Sinal node {node.node_id} is up\n"
                     f"  http       {node.http_url}  (health: {node.http_url}/health/realtime)\n"
                     f"  websocket  {node.websocket_url}\n"
-                    f"  database   {_redact(prepared.url)}"
-                    f"{'  (embedded, data in ' + str(config.data_dir) + ')' if prepared.embedded else ''}\n"
+                    f"  database   {_redact(prepared.url)}{embedded}\n"
                     f"{token_line}",
                     flush=True,
                 )

@@ -9,7 +9,7 @@ path (a 304, a fan-out) makes none.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import psycopg
 import trio
@@ -50,7 +50,7 @@ class Database:
 
         def in_thread() -> T:
             with self.pool.connection() as conn:
-                return work(conn)
+                return work(cast("psycopg.Connection[dict[str, object]]", conn))
 
         return await trio.to_thread.run_sync(in_thread, limiter=self.limiter)
 

@@ -45,7 +45,6 @@ from actors.metrics_push import MetricsPublisher
 from actors.notifications import NotificationProducer, mark_offered, render_notification
 from actors.presence import PresenceWriter
 from actors.server import WebSocketServer, connection_pool
-from actors.topic import Topic
 from actors.transport import ConnectionLimits
 from engine.config import Config
 from engine.db import Database

@@ -81,14 +81,17 @@ def key_of(op: str, new_row: dict | None, old_row: dict | None) -> tuple[str, st
 Reader = Callable[[psycopg.Connection, int], tuple[int, list[tuple[int, tuple[str, str]]]]]
 
 
-def rule_reader(conn: psycopg.Connection, last: int) -> tuple[int, list[tuple[int, tuple[str, str]]]]:
+Seen = list[tuple[int, tuple[str, str]]]
+
+
+def rule_reader(conn: psycopg.Connection, last: int) -> tuple[int, Seen]:
     sequence_changes(conn)
     batch = read_changes(conn, after=last, limit=500)
     out = [(c.position, key_of(c.op, c.new_row, c.old_row)) for c in batch]
     return (batch[-1].position if batch else last), out
 
 
-def naive_reader(conn: psycopg.Connection, last: int) -> tuple[int, list[tuple[int, tuple[str, str]]]]:
+def naive_reader(conn: psycopg.Connection, last: int) -> tuple[int, Seen]:
     rows = conn.execute(
         "SELECT id, op, new_row, old_row FROM change_log WHERE id > %s ORDER BY id LIMIT 500",
         (last,),
@@ -154,7 +157,8 @@ def test_rule_reader_sees_every_committed_change_once_in_order(db_url: str) -> N
     assert seen_by[0] == seen_by[1]
     # and a change's position order keeps each transaction's own statement order
     order = {k: i for i, (_, k) in enumerate(seen_by[0])}
-    assert all(order[a] < order[b] for a, b in zip(truth.committed, truth.committed[1:])
+    pairs = zip(truth.committed, truth.committed[1:], strict=False)
+    assert all(order[a] < order[b] for a, b in pairs
                if a[1].rsplit("-s", 1)[0] == b[1].rsplit("-s", 1)[0]
                and a[0] != "delete" and b[0] != "delete")
 
