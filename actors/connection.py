@@ -110,8 +110,8 @@ class ConnectionActor:
                 nursery.start_soon(self._lag_handler)
                 await self._receive_loop()
                 nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+        except* ConnectionClosed:
+            pass  # closed by the peer, or by us (timer, lag handler) while receiving
         finally:
             self._end_subscriptions()
             if self.user_id:
@@ -163,6 +163,10 @@ class ConnectionActor:
             refused = self.session.fail(exc.code, str(exc), received.ref)
             assert isinstance(refused, CloseConnection)  # before welcome every error closes
             await self._close_with(refused)
+            return False
+        except psycopg.Error as exc:
+            log.warning("cannot authenticate %s: database unavailable: %s", self.session_id, exc)
+            await self.close(ErrorCode.INTERNAL_ERROR, "database unavailable, retry later")
             return False
         self.principal = principal
         self.user_id = principal.user_id
