@@ -233,12 +233,15 @@ class ConnectionActor:
             if isinstance(received, CloseConnection):
                 await self._close_with(received)
                 return
+            # every frame counts against the budget, invalid ones too
+            ref = (received.error.ref if isinstance(received, SendError)
+                   else getattr(received, "ref", None))
+            if not limiter.allow(self.user_id):
+                if await self._over_budget(ref):
+                    return
+                continue
             if isinstance(received, SendError):
                 self._send_error_frame(received)
-                continue
-            if not limiter.allow(self.user_id):
-                if await self._over_budget(getattr(received, "ref", None)):
-                    return
                 continue
             if isinstance(received, Heartbeat):
                 if self.hub.presence is not None:
