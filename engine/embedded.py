@@ -162,10 +162,17 @@ class EmbeddedPostgres:
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} "
             "-c max_connections=200 -c fsync=on -c shared_buffers=128MB"
         )
-        self._run(
-            "pg_ctl", "-D", str(pgdata), "-l", str(self.data_dir / "postgres.log"),
-            "-o", options, "-w", "-t", str(int(timeout)), "start",
-        )
+        try:
+            self._run(
+                "pg_ctl", "-D", str(pgdata), "-l", str(self.data_dir / "postgres.log"),
+                "-o", options, "-w", "-t", str(int(timeout)), "start",
+            )
+        except EmbeddedError as exc:
+            log_file = self.data_dir / "postgres.log"
+            tail = log_file.read_text(errors="replace").splitlines()[-5:] \
+                if log_file.is_file() else []
+            raise EmbeddedError(f"{exc}\n{chr(10).join(tail)}\n(port {self.port}: set "
+                                "SINAL_EMBEDDED_PG_PORT to use another)") from None
         self._create_database()
         log.info("embedded PostgreSQL ready at %s (data in %s)", self.url, pgdata)
         return self.url
