@@ -163,6 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SINAL_EMBEDDED_PG_PORT", "54329", _int_parser(1, 65535),
             "port of the embedded PostgreSQL"),
     Setting("SINAL_NODE_ID", "", _text, "name of this node (default: host name and pid)"),
+    Setting("SINAL_REDIS_PREFIX", "sinal:", _text, "prefix of every Redis key Sinal writes"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -224,6 +225,7 @@ class Config:
     sinal_data_dir: str = ".sinal"
     sinal_embedded_pg_port: int = 54329
     sinal_node_id: str = ""
+    sinal_redis_prefix: str = "sinal:"
     # Names of the settings that were given explicitly (not defaults).
     explicit: frozenset[str] = field(default_factory=frozenset)
 

@@ -1,0 +1,74 @@
+"""The Redis session registry: nodes publish themselves and the users they hold; every node
+sees the cluster's connection count; a node that stops disappears. Real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from actors.cluster import ClusterPresence
+from actors.hub import Hub
+from engine.config import load_config
+
+
+class FakeConnection:
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+
+
+def hub_with(node_id: str, *users: str) -> Hub:
+    hub = Hub(load_config({"JWT_SECRET": "x" * 40}, env_file=None), db=None,  # type: ignore[arg-type]
+              node_id=node_id)
+    for user in users:
+        hub.register(FakeConnection(user))  # type: ignore[arg-type]
+    return hub
+
+
+async def test_two_nodes_see_each_other_and_where_users_are(
+        redis_url: str, redis_prefix: str, nursery: trio.Nursery) -> None:
+    a = ClusterPresence(hub_with("node-a", "u1", "u1", "u2"), redis_url, prefix=redis_prefix,
+                        interval=5, describe=lambda: {"http": "http://a"})
+    b = ClusterPresence(hub_with("node-b", "u2"), redis_url, prefix=redis_prefix, interval=5)
+    await nursery.start(a.run)
+    await nursery.start(b.run)
+    with trio.fail_after(10):
+        await a.wait_published(1)
+        await b.wait_published(1)
+        await a.publish_once()  # a's view now includes b
+    assert set(a.last_view) == {"node-a", "node-b"}
+    assert a.last_view["node-a"]["connections"] == "3"
+    assert a.last_view["node-a"]["http"] == "http://a"
+    assert a.cluster_connections() == 4
+    assert sorted(await trio.to_thread.run_sync(a.nodes_of_user_sync, "u2")) == [
+        "node-a", "node-b"]
+    assert await trio.to_thread.run_sync(a.nodes_of_user_sync, "u1") == ["node-a"]
+    assert await trio.to_thread.run_sync(a.nodes_of_user_sync, "nobody") == []
+
+
+async def test_a_stopped_node_leaves_the_registry(
+        redis_url: str, redis_prefix: str) -> None:
+    a = ClusterPresence(hub_with("node-a"), redis_url, prefix=redis_prefix, interval=5)
+    b = ClusterPresence(hub_with("node-b", "u9"), redis_url, prefix=redis_prefix, interval=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.run)
+        with trio.fail_after(10):
+            await b.wait_published(1)
+        nursery.cancel_scope.cancel()  # b stops: it removes its key on the way out
+    view: dict[str, Any] = await trio.to_thread.run_sync(a.view_sync)
+    assert "node-b" not in view
+
+
+async def test_redis_away_fails_the_start_clearly() -> None:
+    import redis
+
+    from engine.embedded import free_port
+
+    dead = ClusterPresence(hub_with("node-x"), f"redis://127.0.0.1:{free_port()}/0")
+    with trio.fail_after(10):
+        try:
+            await dead.run()
+        except redis.ConnectionError:
+            pass
+        else:  # pragma: no cover - run never returns normally
+            raise AssertionError("run should fail when Redis is away")
