@@ -134,3 +134,10 @@ def test_cli_exits_2_on_a_bad_env_file(tmp_path: Path) -> None:
     result = run_sinal("migrate", env={}, cwd=tmp_path)
     assert result.returncode == 2
     assert "ENABLE_DELTA_UPDATES" in result.stderr and "boolean" in result.stderr
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    from engine.config import settings_table_markdown
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert settings_table_markdown() in readme
