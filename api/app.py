@@ -1,67 +1,211 @@
-"""The HTTP front end (Quart-Trio): health endpoints now; REST deltas, writes, metrics and
-the supervisor status are added by the REST issue.
+"""The HTTP front end (Quart-Trio): REST reads and deltas, workflow writes, notification
+preferences, health, metrics, the supervisor tree, /openapi.json.
 
-`create_app(node)` takes the running node (engine.node.Node): everything the endpoints
-report comes from its in-memory state, so health checks never wait on the database.
+`create_app(node)` takes the running node (engine.node.Node); the app runs in the node's
+process and supervisor tree (hypercorn on HTTP_PORT). Around every request:
+
+1. CORS preflights (OPTIONS with Access-Control-Request-Method) are answered at once.
+2. /api/*: the bearer token is verified (CPU only) and the request is charged to the
+   caller's rate-limit bucket (user id; the client address when there is no valid token):
+   over RATE_LIMIT_REQUESTS_PER_MINUTE -> 429 with Retry-After.
+3. The endpoint runs; a `Problem` it raises, an unknown route (404), a wrong method (405),
+   a body too large (413) or a bug (500) become RFC 9457 problem details.
+4. The answer gets CORS headers (WEBSOCKET_CORS_ORIGIN), gzip when it should (see
+   `wants_gzip`), and is counted (requests, latency, 304s) for /metrics and health.
 """
 
 from __future__ import annotations
 
+import gzip
+import logging
+import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from quart import jsonify
+from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from api.auth import verify_bearer
+from api.context import ApiContext
+from api.ops_routes import register_ops
+from api.preferences import register_preferences
+from api.problems import Problem
+from api.read_routes import register_reads
+from api.validation import MAX_BODY_BYTES
+from api.write_routes import register_writes
 
 if TYPE_CHECKING:
     from engine.node import Node
 
+log = logging.getLogger("sinal.api")
+
+GZIP_MIN_BYTES = 1024
+FORGET_IDLE_EVERY = 4096
+UNCOUNTED_PREFIXES = ("/health/", "/metrics", "/openapi.json")
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
+CORS_EXPOSE_HEADERS = "ETag, Retry-After, Location, WWW-Authenticate"
+_HTTP_CODES = {400: "invalid_parameter", 401: "auth_required", 403: "forbidden",
+               404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+               429: "rate_limited"}
+
+
+def allowed_origins(setting: str) -> set[str] | None:
+    """WEBSOCKET_CORS_ORIGIN as a set; None means any origin (`*`)."""
+    origins = {o.strip().rstrip("/") for o in setting.split(",") if o.strip()}
+    return None if "*" in origins else origins
+
+
+def accepts_gzip(header: str | None) -> bool:
+    for part in (header or "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def wants_gzip(enabled: bool, compress: str | None, accept_encoding: str | None,
+               size: int) -> bool:
+    """ENABLE_COMPRESSION off: never. `?compress=true`: always; `?compress=false`: never.
+    Otherwise when the client accepts gzip and the body is over 1 KB."""
+    if not enabled or size == 0:
+        return False
+    flag = (compress or "").strip().lower()
+    if flag in ("true", "1", "yes"):
+        return True
+    if flag in ("false", "0", "no"):
+        return False
+    return size > GZIP_MIN_BYTES and accepts_gzip(accept_encoding)
+
 
 def create_app(node: Node) -> QuartTrio:
     app = QuartTrio("sinal")
-    app.config["JSON_SORT_KEYS"] = False
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
+                      JSON_SORT_KEYS=False)
+    api = ApiContext.build(node, app)
+    app.extensions["sinal"] = api
+    config = node.config
+    origins = allowed_origins(config.websocket_cors_origin)
 
-    @app.get("/health/live")
-    async def live() -> Any:
-        return jsonify({"status": "ok", "node": node.node_id})
+    def cors_origin() -> str | None:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return None
+        if origins is None:
+            return "*"
+        return origin if origin.rstrip("/") in origins else None
 
-    @app.get("/health/ready")
-    async def ready() -> Any:
-        ok = node.ready.is_set()
-        body = {"status": "ready" if ok else "starting", "node": node.node_id}
-        return jsonify(body), (200 if ok else 503)
-
-    @app.get("/health/realtime")
-    async def realtime() -> Any:
-        metrics = node.health_metrics()
-        return jsonify(metrics), (200 if metrics["healthy"] else 503)
-
-    @app.get("/api/supervisor")
-    async def supervisor() -> Any:
-        from quart import request
-
-        from engine.tokens import TokenError, verify_token
-
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
+    @app.before_request
+    async def before() -> Response | None:
+        g.started = time.perf_counter()
+        if request.content_length or "Transfer-Encoding" in request.headers:
+            # Read the whole body before any answer: with hypercorn 0.18 (h11), a response
+            # sent while the body is still arriving can leave the NEXT request on the same
+            # keep-alive connection unanswered (tests/api/test_api_http.py reproduces it).
+            await request.get_data(as_text=False)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            g.preflight = True
+            return api.empty(204, {
+                "Access-Control-Allow-Methods": "GET, POST, PUT, OPTIONS",
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600"})
+        if not request.path.startswith("/api/"):
+            return None
+        g.claims = None
+        api.charged += 1
+        if api.charged % FORGET_IDLE_EVERY == 0:
+            api.limiter.forget_idle()  # full buckets: memory stays bounded by active callers
+        key = f"ip:{request.remote_addr}"
         try:
-            claims = verify_token(node.config.jwt_secret, token)
-        except TokenError as exc:
-            return jsonify({"type": "about:blank", "title": "Unauthorized", "status": 401,
-                            "code": exc.code, "detail": str(exc)}), 401
-        if claims.role != "admin":
-            return jsonify({"type": "about:blank", "title": "Forbidden", "status": 403,
-                            "code": "forbidden", "detail": "admins only"}), 403
-        return jsonify(node.status_tree())
+            g.claims = verify_bearer(config.jwt_secret, request.headers.get("Authorization"))
+            key = f"user:{g.claims.user_id}"
+        except Problem as problem:
+            g.auth_problem = problem
+        if not api.limiter.allow(key):
+            wait = max(1, math.ceil(api.limiter.retry_after(key)))
+            raise Problem(429, "rate_limited",
+                          f"more than {config.rate_limit_requests_per_minute} requests per "
+                          f"minute; retry in {wait} s", headers={"Retry-After": str(wait)})
+        return None
 
-    @app.get("/")
-    async def index() -> Any:
-        return jsonify({
-            "name": "sinal",
-            "node": node.node_id,
-            "uptime": round(time.monotonic() - node.started_at, 3),
-            "websocket": node.websocket_url,
-            "endpoints": ["/health/live", "/health/ready", "/health/realtime"],
-        })
+    @app.after_request
+    async def after(response: Response) -> Response:
+        origin = cors_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+            if origin != "*":
+                response.vary.add("Origin")
+        if getattr(g, "preflight", False):
+            return response
+        if response.status_code == 304:
+            response.vary.add("Accept-Encoding")
+        elif request.method in ("GET", "HEAD"):
+            await _maybe_gzip(response)
+        _count(response)
+        return response
 
+    async def _maybe_gzip(response: Response) -> None:
+        if "Content-Encoding" in response.headers:
+            return
+        mimetype = response.mimetype or ""
+        if not (mimetype.endswith("json") or mimetype.startswith("text/")):
+            return
+        response.vary.add("Accept-Encoding")
+        body = await response.get_data(as_text=False)
+        if wants_gzip(config.enable_compression, request.args.get("compress"),
+                      request.headers.get("Accept-Encoding"), len(body)):
+            response.set_data(gzip.compress(body, compresslevel=config.compression_level))
+            response.headers["Content-Encoding"] = "gzip"
+
+    def _count(response: Response) -> None:
+        started = getattr(g, "started", None)
+        if started is None:
+            return
+        elapsed = time.perf_counter() - started
+        rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        api.metrics.observe(request.method, rule, response.status_code, elapsed)
+        if not request.path.startswith(UNCOUNTED_PREFIXES):
+            api.stats.record(elapsed, read=getattr(g, "list_read", False),
+                             hit=getattr(g, "cache_hit", False))
+
+    @app.errorhandler(Problem)
+    async def on_problem(problem: Problem) -> Response:
+        return api.problem(problem)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "invalid_parameter")
+        headers = {}
+        if status == 405:
+            valid = getattr(error, "valid_methods", None) or []
+            headers["Allow"] = ", ".join(sorted(valid))
+            detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+        elif status == 404:
+            detail = f"no route {request.path[:200]!r}"
+        elif status == 413:
+            headers["Connection"] = "close"  # the rest of the body was not read
+            detail = f"the body is over {MAX_BODY_BYTES} bytes"
+        else:
+            detail = error.description or error.name
+        return api.problem(Problem(status, code, detail, headers=headers))
+
+    @app.errorhandler(Exception)
+    async def on_bug(error: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.path[:200],
+                  exc_info=error)
+        return api.problem(Problem(500, "internal_error",
+                                   "an unexpected error; the server log has the details"))
+
+    register_reads(api)
+    register_writes(api)
+    register_preferences(api)
+    register_ops(api)
     return app

@@ -153,7 +153,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
     config = resolve_jwt_secret(config)
     url = args.url or f"http://127.0.0.1:{config.http_port}"
-    token = mint_token(config.jwt_secret, "operator", "admin", ttl_seconds=60)
+    token = mint_token(config.jwt_secret, "operator", "admin", ttl_seconds=60, scope="operator")
     request = urllib.request.Request(
         url.rstrip("/") + "/api/supervisor", headers={"Authorization": f"Bearer {token}"}
     )

@@ -9,7 +9,9 @@
         │   ├── notification_producer
         │   ├── database_listener     LISTEN + sequencer + change-log reads
         │   ├── metrics_publisher
-        │   └── delivery_watch        orders past their expected date become late
+        │   ├── delivery_watch        orders past their expected date become late
+        │   ├── metrics_service       performance_metrics rows and alerts (if enabled)
+        │   └── cluster_presence      (with Redis) this node in the cluster registry
         ├── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
         └── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
 
@@ -38,6 +40,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from actors.access import NOTIFICATION_TOPIC
+from actors.cluster import ClusterPresence
 from actors.delivery_watch import DeliveryWatch
 from actors.hub import Hub
 from actors.listener import DatabaseListener
@@ -46,6 +49,8 @@ from actors.notifications import NotificationProducer, mark_offered, render_noti
 from actors.presence import PresenceWriter
 from actors.server import WebSocketServer, connection_pool
 from actors.transport import ConnectionLimits
+from api.metrics_service import AlertThresholds, MetricsService
+from api.stats import RequestStats, performance_sample, resident_memory_mb
 from engine.config import Config
 from engine.db import Database
 from engine.dynamic import DynamicSupervisor
@@ -123,8 +128,12 @@ class Node:
     websocket: WebSocketServer | None = None
     ws_limits: ConnectionLimits | None = None
     metrics_interval: float = 5.0
+    http_stats: RequestStats = field(default_factory=RequestStats)
+    metrics_service: MetricsService | None = None
     delivery_check_interval: float = 60.0
     delivery_watch: DeliveryWatch | None = None
+    cluster: ClusterPresence | None = None
+    cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
@@ -134,22 +143,27 @@ class Node:
     # --- numbers ---------------------------------------------------------------------------
 
     def health_metrics(self) -> dict[str, Any]:
-        """Seed 8.2's health payload, from memory only (a health check never queries)."""
+        """Seed 8.2's health payload, from memory only (a health check never queries).
+
+        cacheHitRate (REST 304s over list reads) and averageLatency (ms) cover the last five
+        minutes of requests (api.stats); the hit rate is judged only over at least
+        MIN_READS_FOR_HIT_RATE reads."""
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         connections = self.hub.active_connections if self.hub else 0
+        stats = self.http_stats
         metrics: dict[str, Any] = {
             "websocketConnections": connections,
-            "cacheHitRate": 1.0,
-            "averageLatency": 0.0,
+            "cacheHitRate": stats.cache_hit_rate(),
+            "averageLatency": stats.average_latency_ms(),
             "uptime": round(time.monotonic() - self.started_at, 3),
-            "memoryUsage": {"maxRssMb": round(rss_mb, 1)},
+            "memoryUsage": {"maxRssMb": round(rss_mb, 1), "rssMb": resident_memory_mb()},
             "listener": self.listener.describe() if self.listener else None,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         metrics["healthy"] = (
             self.ready.is_set()
             and connections < self.config.max_concurrent_connections
-            and metrics["cacheHitRate"] > 0.7
+            and (metrics["cacheHitRate"] > 0.7 or not stats.hit_rate_judged())
             and metrics["averageLatency"] < 500
         )
         return metrics
@@ -161,6 +175,7 @@ class Node:
             "framesOut": sum(t.frames_out for t in self.hub.topics.values()),
             "listenerLag": self.listener.lag if self.listener else 0,
             "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            **self.http_stats.snapshot(),
         }
         status = {"node": self.node_id, "ready": self.ready.is_set(),
                   "uptime": round(time.monotonic() - self.started_at, 1)}
@@ -168,7 +183,10 @@ class Node:
 
     def status_tree(self) -> dict[str, Any]:
         tree: dict[str, Any] = self.root.status() if self.root else {}
-        return {"node": self.node_id, "tree": tree,
+        cluster = ({"nodes": self.cluster.last_view,
+                    "connections": self.cluster.cluster_connections()}
+                   if self.cluster else None)
+        return {"node": self.node_id, "tree": tree, "cluster": cluster,
                 "realtime": self.hub.describe() if self.hub else None,
                 "listener": self.listener.describe() if self.listener else None}
 
@@ -193,6 +211,18 @@ class Node:
             self.http_url = bound[0] if bound else ""
             task_status.started()
 
+    def _metrics_service_spec(self) -> list[ChildSpec]:
+        """performance_metrics rows and alerts, when ENABLE_PERFORMANCE_MONITORING."""
+        if not self.config.enable_performance_monitoring:
+            return []
+        assert self.db is not None
+        self.metrics_service = MetricsService(
+            self.db, lambda: performance_sample(self),
+            interval=self.config.metrics_collection_interval / 1000,
+            limits=AlertThresholds.from_config(self.config), node_id=self.node_id)
+        return [ChildSpec(name="metrics_service", start=self.metrics_service.run,
+                          kind="metrics_service")]
+
     def build_tree(self) -> Supervisor:
         assert self.db is not None
         config = self.config
@@ -211,6 +241,13 @@ class Node:
                                          poll_interval=self.listener_poll_interval,
                                          on_changes=forward)
         self.delivery_watch = DeliveryWatch(self.db, self.delivery_check_interval)
+        redis_url = config.effective_redis_url
+        if redis_url:
+            self.cluster = ClusterPresence(
+                hub, redis_url, prefix=config.sinal_redis_prefix,
+                interval=self.cluster_interval,
+                describe=lambda: {"http": self.http_url, "websocket": self.websocket_url,
+                                  "position": self.listener.position if self.listener else 0})
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
                                          port=config.websocket_port, limits=self.ws_limits)
@@ -236,6 +273,9 @@ class Node:
                           kind="metrics_publisher"),
                 ChildSpec(name="delivery_watch", start=self.delivery_watch.run,
                           kind="delivery_watch"),
+                *self._metrics_service_spec(),
+                *([ChildSpec(name="cluster_presence", start=self.cluster.run,
+                             kind="cluster_presence")] if self.cluster else []),
             ],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
                             backoff_base=0.2, backoff_cap=5.0),

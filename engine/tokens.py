@@ -24,12 +24,16 @@ class Claims:
     user_id: str
     role: str
     expires_at: int
+    scope: str = ""  # "operator": `sinal status` (the status endpoint only, no user behind it)
 
 
 def mint_token(secret: str, user_id: str, role: str, ttl_seconds: int = 3600,
-               now: float | None = None) -> str:
+               now: float | None = None, scope: str = "") -> str:
     issued = int(time.time() if now is None else now)
-    payload = {"sub": user_id, "role": role, "iat": issued, "exp": issued + ttl_seconds}
+    payload: dict[str, object] = {"sub": user_id, "role": role, "iat": issued,
+                                  "exp": issued + ttl_seconds}
+    if scope:
+        payload["scope"] = scope
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
@@ -50,4 +54,5 @@ def verify_token(secret: str, token: str, now: float | None = None) -> Claims:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub:
         raise TokenError("auth_failed", "token has no subject")
-    return Claims(user_id=sub, role=str(payload.get("role", "")), expires_at=int(payload["exp"]))
+    return Claims(user_id=sub, role=str(payload.get("role", "")), expires_at=int(payload["exp"]),
+                  scope=str(payload.get("scope", "")))

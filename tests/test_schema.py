@@ -113,3 +113,17 @@ def test_only_the_approver_of_the_level_decides(db_url: str) -> None:
         with pytest.raises(WorkflowError) as info:
             submit_request(conn, Actor(ana["id"], "requester"), str(req["id"]))
         assert info.value.status == 409
+
+
+def test_a_no_op_update_changes_neither_the_row_nor_the_log(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO suppliers (name) VALUES ('same')")
+        head = sequence_changes(conn)
+        before = conn.execute("SELECT updated_at FROM suppliers WHERE name = 'same'").fetchone()
+        conn.execute("UPDATE suppliers SET name = 'same' WHERE name = 'same'")
+        after = conn.execute("SELECT updated_at FROM suppliers WHERE name = 'same'").fetchone()
+        assert sequence_changes(conn) == head
+        conn.execute("UPDATE suppliers SET email = 'e@x' WHERE name = 'same'")
+        touched = conn.execute("SELECT updated_at FROM suppliers WHERE name = 'same'").fetchone()
+    assert before == after
+    assert touched is not None and before is not None and touched[0] > before[0]

@@ -72,3 +72,20 @@ async def test_redis_away_fails_the_start_clearly() -> None:
             pass
         else:  # pragma: no cover - run never returns normally
             raise AssertionError("run should fail when Redis is away")
+
+
+async def test_a_node_with_redis_publishes_itself(
+        db_url: str, redis_url: str, redis_prefix: str, nursery: trio.Nursery) -> None:
+    from engine.node import Node
+    from tests.realtime.realtime_support import node_config, users_of
+
+    users_of(db_url)
+    config = node_config(db_url, REDIS_URL=redis_url, SINAL_REDIS_PREFIX=redis_prefix,
+                         SINAL_NODE_ID="node-r")
+    node: Node = await nursery.start(Node(config, db_url).run)
+    assert node.cluster is not None
+    with trio.fail_after(10):
+        await node.cluster.wait_published(1)
+    view = await trio.to_thread.run_sync(node.cluster.view_sync)
+    assert view["node-r"]["http"] == node.http_url
+    assert node.status_tree()["cluster"]["connections"] == 0

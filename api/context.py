@@ -1,0 +1,140 @@
+"""What every endpoint shares: the node, the caller, JSON and problem responses, the database.
+
+One `ApiContext` per app. Responses are always made with `app.response_class` (in
+Quart-Trio a body-less `quart.Response(status=304)` raises "no running event loop").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import trio
+from quart import Response, g
+from quart_trio import QuartTrio
+
+from actors.access import Principal
+from actors.hub import RateLimiter
+from api.auth import PrincipalCache
+from api.problems import PROBLEM_CONTENT_TYPE, Problem
+from api.reads import topic_version
+from api.stats import HttpMetrics, RequestStats
+from engine.db import Database
+
+if TYPE_CHECKING:
+    from engine.node import Node
+
+log = logging.getLogger("sinal.api")
+T = TypeVar("T")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dump_json(body: Any) -> bytes:
+    return json.dumps(body, default=_json_default, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+@dataclass
+class ApiContext:
+    node: Node
+    app: QuartTrio
+    principals: PrincipalCache
+    limiter: RateLimiter
+    stats: RequestStats
+    metrics: HttpMetrics
+    charged: int = 0  # requests charged to the rate limiter
+
+    @classmethod
+    def build(cls, node: Node, app: QuartTrio) -> ApiContext:
+        assert node.db is not None and node.hub is not None
+        users_topic = node.hub.topics["user_changed"]
+        return cls(
+            node=node,
+            app=app,
+            principals=PrincipalCache(node.db, lambda: topic_version(users_topic)),
+            limiter=RateLimiter(node.config.rate_limit_requests_per_minute,
+                                clock=trio.current_time),
+            stats=node.http_stats,
+            metrics=HttpMetrics(node),
+        )
+
+    @property
+    def db(self) -> Database:
+        assert self.node.db is not None
+        return self.node.db
+
+    # --- responses -------------------------------------------------------------------------
+
+    def json(self, body: Any, status: int = 200,
+             headers: Mapping[str, str] | None = None) -> Response:
+        response: Response = self.app.response_class(
+            dump_json(body), status=status, headers=dict(headers or {}),
+            content_type="application/json")
+        return response
+
+    def problem(self, problem: Problem) -> Response:
+        response: Response = self.app.response_class(
+            dump_json(problem.body()), status=problem.status, headers=problem.headers,
+            content_type=PROBLEM_CONTENT_TYPE)
+        return response
+
+    def empty(self, status: int, headers: Mapping[str, str] | None = None) -> Response:
+        response: Response = self.app.response_class(b"", status=status,
+                                                     headers=dict(headers or {}))
+        response.headers.pop("Content-Type", None)
+        if status in (204, 304):
+            response.headers.pop("Content-Length", None)
+        return response
+
+    # --- the caller --------------------------------------------------------------------------
+
+    async def caller(self) -> Principal:
+        """The authenticated caller (before_request verified the token, or kept why not)."""
+        claims = getattr(g, "claims", None)
+        if claims is None:
+            raise g.auth_problem
+        principal: Principal = await self.principals.principal(claims)
+        return principal
+
+    def operator(self) -> bool:
+        """A short-lived operator token (minted by `sinal status` with JWT_SECRET)."""
+        claims = getattr(g, "claims", None)
+        return claims is not None and claims.scope == "operator"
+
+    async def admin(self) -> Principal:
+        principal = await self.caller()
+        if principal.role != "admin":
+            raise Problem(403, "forbidden", "admins only")
+        return principal
+
+    # --- the database ------------------------------------------------------------------------
+
+    async def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`db.run`, with an unreachable database as 503 database_unavailable."""
+        try:
+            return await self.db.run(work)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("database unavailable for %s: %s", getattr(work, "__name__", "work"),
+                        exc)
+            raise Problem(503, "database_unavailable",
+                          "the database does not answer; retry later",
+                          headers={"Retry-After": "5"}) from exc

@@ -1,0 +1,209 @@
+"""The node's own request statistics and its Prometheus exposition.
+
+`RequestStats` keeps per-second buckets for the last five minutes (memory is constant):
+requests per minute, mean latency, and the REST cache hit rate -- the share of list
+reads answered `304 Not Modified`. They feed GET /api/metrics/realtime, /health/realtime
+and the metrics service. Health and alerts judge the hit rate only over at least
+`MIN_READS_FOR_HIT_RATE` reads (a node that just served a few first fetches is not sick).
+
+`HttpMetrics` is a per-app Prometheus registry: request counts and latency histograms by
+route, and scrape-time gauges read from the node (connections, topics, frames fanned out,
+listener lag). Actor restarts and the other runtime counters live in the default registry
+(engine/metrics.py); GET /metrics serves both.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from engine.node import Node
+
+WINDOW_SECONDS = 300
+MIN_READS_FOR_HIT_RATE = 20
+
+
+@dataclass(slots=True)
+class _Bucket:
+    second: int
+    requests: int = 0
+    latency_ms: float = 0.0
+    reads: int = 0
+    hits: int = 0
+
+
+class RequestStats:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 window: int = WINDOW_SECONDS) -> None:
+        self.clock = clock
+        self.window = window
+        self._buckets: deque[_Bucket] = deque()
+        self.requests_total = 0
+        self.reads_total = 0
+        self.hits_total = 0
+
+    def record(self, latency_s: float, *, read: bool = False, hit: bool = False) -> None:
+        second = int(self.clock())
+        if not self._buckets or self._buckets[-1].second != second:
+            self._buckets.append(_Bucket(second))
+            self._trim(second)
+        bucket = self._buckets[-1]
+        bucket.requests += 1
+        bucket.latency_ms += latency_s * 1000
+        self.requests_total += 1
+        if read:
+            bucket.reads += 1
+            self.reads_total += 1
+            if hit:
+                bucket.hits += 1
+                self.hits_total += 1
+
+    def _trim(self, now: int) -> None:
+        while self._buckets and self._buckets[0].second <= now - self.window:
+            self._buckets.popleft()
+
+    def _recent(self, seconds: int) -> Iterator[_Bucket]:
+        now = int(self.clock())
+        return (b for b in self._buckets if b.second > now - seconds)
+
+    def requests_per_minute(self) -> int:
+        return sum(b.requests for b in self._recent(60))
+
+    def average_latency_ms(self) -> float:
+        buckets = list(self._recent(self.window))
+        count = sum(b.requests for b in buckets)
+        return round(sum(b.latency_ms for b in buckets) / count, 2) if count else 0.0
+
+    def reads(self) -> tuple[int, int]:
+        buckets = list(self._recent(self.window))
+        return sum(b.reads for b in buckets), sum(b.hits for b in buckets)
+
+    def cache_hit_rate(self) -> float:
+        """304s over list reads in the window; 1.0 when there were none (nothing missed)."""
+        reads, hits = self.reads()
+        return round(hits / reads, 4) if reads else 1.0
+
+    def hit_rate_judged(self) -> bool:
+        return self.reads()[0] >= MIN_READS_FOR_HIT_RATE
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"requestsPerMinute": self.requests_per_minute(),
+                "cacheHitRate": self.cache_hit_rate(),
+                "averageLatency": self.average_latency_ms()}
+
+
+def resident_memory_mb() -> float:
+    """Current resident set size (Linux /proc), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def performance_sample(node: Node) -> dict[str, float]:
+    """What the metrics service records and checks (seed 8.2's metrics)."""
+    stats = node.http_stats
+    hub = node.hub
+    return {
+        "averageLatency": stats.average_latency_ms(),
+        "cacheHitRate": stats.cache_hit_rate() if stats.hit_rate_judged() else 1.0,
+        "requestsPerMinute": float(stats.requests_per_minute()),
+        "activeConnections": float(hub.active_connections if hub else 0),
+        "memoryMb": resident_memory_mb(),
+        "listenerLag": float(node.listener.lag if node.listener else 0),
+    }
+
+
+class _NodeCollector:
+    """Scrape-time gauges from the node's memory."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node, hub, listener = self.node, self.node.hub, self.node.listener
+        ready = GaugeMetricFamily("sinal_node_ready", "1 once the node serves")
+        ready.add_metric([], 1 if node.ready.is_set() else 0)
+        yield ready
+        if hub is not None:
+            conns = GaugeMetricFamily("sinal_websocket_connections", "Open WebSocket sessions")
+            conns.add_metric([], hub.active_connections)
+            yield conns
+            opened = CounterMetricFamily("sinal_websocket_connections_opened",
+                                         "WebSocket sessions authenticated since start")
+            opened.add_metric([], hub.connections_total)
+            yield opened
+            refused = CounterMetricFamily("sinal_websocket_refused",
+                                          "WebSocket upgrades refused (over the limit)")
+            refused.add_metric([], hub.refused_total)
+            yield refused
+            subscribers = GaugeMetricFamily("sinal_topic_subscribers", "Subscriptions by topic",
+                                            labels=["topic"])
+            head = GaugeMetricFamily("sinal_topic_head", "Last position published, by topic",
+                                     labels=["topic"])
+            frames = CounterMetricFamily("sinal_topic_frames_out",
+                                         "Frames fanned out to sockets, by topic",
+                                         labels=["topic"])
+            lagged = CounterMetricFamily("sinal_topic_lagged",
+                                         "Subscriptions ended as slow consumers, by topic",
+                                         labels=["topic"])
+            for name, topic in sorted(hub.topics.items()):
+                subscribers.add_metric([name], topic.subscribers)
+                head.add_metric([name], topic.head)
+                frames.add_metric([name], topic.frames_out)
+                lagged.add_metric([name], topic.lagged)
+            yield subscribers
+            yield head
+            yield frames
+            yield lagged
+        if listener is not None:
+            lag = GaugeMetricFamily("sinal_listener_lag",
+                                    "Changes sequenced but not yet handed to topics")
+            lag.add_metric([], listener.lag)
+            yield lag
+            position = GaugeMetricFamily("sinal_listener_position",
+                                         "Change-log position the listener has reached")
+            position.add_metric([], listener.position)
+            yield position
+            read = CounterMetricFamily("sinal_listener_changes_read", "Changes read from the log")
+            read.add_metric([], listener.changes_read)
+            yield read
+        stats = node.http_stats
+        hits = CounterMetricFamily("sinal_http_cache_hits",
+                                   "List reads answered 304 Not Modified")
+        hits.add_metric([], stats.hits_total)
+        yield hits
+        reads = CounterMetricFamily("sinal_http_list_reads", "List reads (200 or 304)")
+        reads.add_metric([], stats.reads_total)
+        yield reads
+
+
+class HttpMetrics:
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("sinal_http_requests", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "sinal_http_request_duration_seconds", "HTTP request latency by route", ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(node))
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(REGISTRY) + generate_latest(self.registry)
