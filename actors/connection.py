@@ -71,6 +71,8 @@ class ConnectionActor:
         self.ws = ws
         self.hub = hub
         self.encoding = encoding
+        # topics call offer once per subscriber per batch: skip a Python frame
+        self.offer = ws.offer  # type: ignore[method-assign]
         self.session = ServerSession(encoding)
         self.session_id = uuid.uuid4().hex
         self.user_id = ""
