@@ -33,6 +33,8 @@ simulate: $(STAMP)
 	$(VENV)/bin/sinal simulate --rate 10 --duration 0
 
 bench: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk
 	$(VENV)/bin/python -m bench
 
 clean:

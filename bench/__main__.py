@@ -1,0 +1,217 @@
+"""`python -m bench`: run the bench parts, write bench/results/<UTC stamp>.{json,md,png}.
+
+    python -m bench                        # everything (about 7 minutes on 2 cores)
+    python -m bench fanout --clients 1000  # one part, one N
+    python -m bench connections --connections 5000
+    python -m bench rest scenario --no-pin
+
+Every part uses one throw-away database (`sinal_bench_<stamp>_<pid>`, created on the
+PostgreSQL at --database-url and dropped at the end) and servers on 127.0.0.1 free ports,
+all stopped by the end of the run. See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.connections import ConnectionsOptions, run_connections
+from bench.fanout import FanoutOptions, run_fanout
+from bench.harness import (
+    BENCH_DIR,
+    DEFAULT_ADMIN_URL,
+    BenchDatabase,
+    CpuPlan,
+    machine_info,
+    other_load,
+    raise_fd_limit,
+    workdir,
+)
+from bench.report import write
+from bench.rest import RestOptions, run_rest
+from bench.scenario import ScenarioOptions, run_scenario
+
+PARTS = ("fanout", "connections", "rest", "scenario")
+# rough seconds each part needs on 2 cores with the default options (for --budget)
+ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", metavar="part",
+                        help=f"any of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--clients", default="100,1000,5000",
+                        help="fan-out subscriber counts, comma-separated")
+    parser.add_argument("--stacks", default="sinal,peer", help="sinal, peer or both")
+    parser.add_argument("--rate", type=float, default=200.0, help="paced commits/s")
+    parser.add_argument("--paced-seconds", type=float, default=6.0)
+    parser.add_argument("--burst-deliveries", type=int, default=1_000_000,
+                        help="frames asked of a burst phase in all (commits = this / N)")
+    parser.add_argument("--peer-source", choices=("change_log", "notify"), default="change_log",
+                        help="how the peer learns of changes (see bench/peers/socketio_peer.js)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip py-spy (fan-out, idle connections, REST)")
+    parser.add_argument("--profile-at", type=int, default=1000,
+                        help="N at which Sinal is profiled (fan-out)")
+    parser.add_argument("--connections", type=int, default=10_000,
+                        help="idle connections to hold")
+    parser.add_argument("--hold", type=float, default=12.0, help="seconds to hold them")
+    parser.add_argument("--heartbeat-ms", type=int, default=5000)
+    parser.add_argument("--wrk-seconds", type=float, default=5.0)
+    parser.add_argument("--rest-url", default="",
+                        help="measure REST on this running server instead of a fresh node")
+    parser.add_argument("--time-scale", type=float, default=1 / 8,
+                        help="scenario durations and think times x this")
+    parser.add_argument("--quick", action="store_true",
+                        help="small run to try the bench (N 100,1000; 2,000 connections; "
+                             "scenario x 1/16)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the server to CPU 0 and the load to the others")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                                 DEFAULT_ADMIN_URL),
+                        help="PostgreSQL to create the bench database on")
+    parser.add_argument("--results", default=str(BENCH_DIR / "results"))
+    parser.add_argument("--budget", type=float, default=570.0,
+                        help="seconds; a part that would not fit is skipped (0: no limit)")
+    args = parser.parse_args(argv)
+    unknown = [p for p in args.parts if p not in (*PARTS, "all")]
+    if unknown:
+        parser.error(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
+    if not args.parts or "all" in args.parts:
+        args.parts = list(PARTS)
+    if args.quick:
+        args.clients = "100,1000"
+        args.connections = min(args.connections, 2000)
+        args.time_scale = min(args.time_scale, 1 / 16)
+        args.wrk_seconds = min(args.wrk_seconds, 3.0)
+        args.paced_seconds = min(args.paced_seconds, 3.0)
+        args.burst_deliveries = min(args.burst_deliveries, 300_000)
+    return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    fds = raise_fd_limit(65536)
+    pin = not args.no_pin
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    t0 = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}s] {message}", flush=True)
+
+    results: dict[str, Any] = {
+        "stamp": stamp,
+        "startedAt": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": machine_info(),
+        "cpuPlan": CpuPlan.for_machine(pin).describe(),
+        "openFilesLimit": fds,
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "backgroundCpuPercent": {},
+        "notes": [],
+    }
+    stacks = [s for s in args.stacks.split(",") if s]
+    runners: dict[str, Callable[[BenchDatabase, Path], dict[str, Any]]] = {
+        "fanout": lambda db, wd: run_fanout(db, wd, FanoutOptions(
+            clients=[int(n) for n in args.clients.split(",") if n], stacks=stacks,
+            rate=args.rate, paced_seconds=args.paced_seconds,
+            burst_deliveries=args.burst_deliveries, peer_source=args.peer_source,
+            profile_at=0 if args.no_profile else args.profile_at, pin=pin), log),
+        "connections": lambda db, wd: run_connections(db, wd, ConnectionsOptions(
+            target=args.connections,
+            steps=[s for s in (1000, 2500, 5000, 7500) if s < args.connections]
+            + [args.connections],
+            heartbeat_ms=args.heartbeat_ms, hold_seconds=args.hold, stacks=stacks, pin=pin,
+            profile=not args.no_profile), log),
+        "rest": lambda db, wd: run_rest(db, wd, RestOptions(
+            wrk_seconds=args.wrk_seconds, url=args.rest_url, pin=pin,
+            profile=not args.no_profile), log),
+        "scenario": lambda db, wd: run_scenario(db, wd, ScenarioOptions(
+            time_scale=args.time_scale, pin=pin), log),
+    }
+    log(f"machine: {results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}; "
+        f"{results['cpuPlan']}; parts: {', '.join(args.parts)}")
+    db = BenchDatabase(args.database_url)
+    try:
+        db.create()
+        log(f"database {db.name} created")
+        with workdir() as wd:
+            for part in args.parts:
+                elapsed = time.monotonic() - t0
+                if args.budget and elapsed + ESTIMATES[part] > args.budget:
+                    results["notes"].append(f"{part} skipped: {elapsed:.0f} s spent, it needs "
+                                            f"about {ESTIMATES[part]:.0f} s of a "
+                                            f"{args.budget:.0f} s budget")
+                    log(f"{part}: skipped (budget)")
+                    continue
+                background = other_load()
+                results["backgroundCpuPercent"][part] = background
+                log(f"{part}: start (other processes use {background}% CPU)")
+                part_t0 = time.monotonic()
+                try:
+                    results[part] = runners[part](db, wd)
+                except Exception as exc:  # report what ran; say what failed
+                    results[part] = {"error": repr(exc)}
+                    results["notes"].append(f"{part} failed: {exc!r}")
+                    log(f"{part}: FAILED {exc!r}")
+                results[part]["seconds"] = round(time.monotonic() - part_t0, 1)
+                log(f"{part}: done in {results[part]['seconds']} s")
+    except KeyboardInterrupt:
+        results["notes"].append("interrupted: the results are partial")
+        log("interrupted")
+    finally:
+        db.drop()
+        log("database dropped")
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    results["notes"] += automatic_notes(results)
+    md = write(results, Path(args.results))
+    log(f"wrote {md} and {md.with_suffix('.json').name}")
+    print()
+    print(md.read_text())
+    return 0
+
+
+def automatic_notes(results: dict[str, Any]) -> list[str]:
+    notes: list[str] = []
+    fan = results.get("fanout", {})
+    for run in fan.get("runs", []):
+        if run.get("error"):
+            notes.append(f"fan-out {run['stack']} N={run['clients']}: {run['error']}")
+        for p in run.get("phases", []):
+            if p["clientCpuPercent"] > 85 * p["clientProcesses"]:
+                notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: the load "
+                             f"client used {p['clientCpuPercent']}% CPU "
+                             f"({p['clientProcesses']} process(es)): it may have been the "
+                             "bottleneck")
+            if p["delivered"] is not None and p["delivered"] < 0.999:
+                notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: only "
+                             f"{100 * p['delivered']:.1f}% of {p['expectedFrames']:,} frames "
+                             "arrived before the drain timeout")
+            if p["resyncs"] or p["closes"]:
+                notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: "
+                             f"{p['resyncs']} resync frames, closes {p['closes']}")
+        profile = run.get("profile", {})
+        if profile.get("self"):
+            top = ", ".join(f"{s['function']} {s['percent']}%" for s in profile["self"][:4])
+            notes.append(f"py-spy, Sinal at N={run['clients']} paced: {top} (self time)")
+    background = results.get("backgroundCpuPercent", {})
+    busy = {k: v for k, v in background.items() if v > 20}
+    if busy:
+        notes.append("the machine was shared: other processes used "
+                     + ", ".join(f"{v}% CPU before {k}" for k, v in busy.items())
+                     + " (100% = one core); numbers are lower than on an idle box")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""bench/connections: how many idle connections one node holds with heartbeats running,
+and its RSS per connection.
+
+The node runs with WEBSOCKET_HEARTBEAT_INTERVAL lowered (5 s) so heartbeats really flow
+both ways during the run, WEBSOCKET_CONNECTION_TIMEOUT 3 intervals, and
+MAX_CONCURRENT_CONNECTIONS above the target. Connections are added in steps (RSS is
+read after each, for the plot); then all of them are held for a few heartbeat intervals
+while clients send heartbeats and count the server's. A connection that the server closes
+during the hold (heartbeat timeout, anything) counts as lost. The peer (socket.io) runs
+the same steps; its clients emit `heartbeat` events and answer Engine.IO pings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BENCH_TOPIC, BenchDatabase, CpuPlan, ServerProcess, sinal_server
+from bench.loadclient import ClientPlan, LoadClients
+from bench.peers import PeerUnavailable, ensure_installed, socketio_server
+from bench.profile import Profile, top_line
+
+CLIENTS_PER_PROCESS = 2500
+
+
+@dataclass
+class ConnectionsOptions:
+    target: int = 10_000
+    steps: list[int] = field(default_factory=lambda: [1000, 2500, 5000, 7500, 10_000])
+    heartbeat_ms: int = 5000
+    hold_seconds: float = 12.0
+    stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
+    pin: bool = True
+    profile: bool = True  # py-spy on Sinal during the hold
+
+
+def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
+            options: ConnectionsOptions) -> ServerProcess:
+    if stack == "sinal":
+        return sinal_server(db, wd, cpus=cpus.server, settings={
+            "WEBSOCKET_HEARTBEAT_INTERVAL": str(options.heartbeat_ms),
+            "WEBSOCKET_CONNECTION_TIMEOUT": str(3 * options.heartbeat_ms),
+            "MAX_CONCURRENT_CONNECTIONS": str(options.target + 1000),
+        }).start()
+    return socketio_server(db, wd, cpus=cpus.server).start()
+
+
+def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
+              options: ConnectionsOptions, log: Any) -> dict[str, Any]:
+    token = db.token()
+    steps = sorted({s for s in options.steps if s < options.target} | {options.target})
+    server = _server(stack, db, wd, cpus, options)
+    groups: list[LoadClients] = []
+    result: dict[str, Any] = {"stack": stack, "target": options.target, "steps": []}
+    try:
+        assert server.meter is not None
+        time.sleep(1.0)
+        baseline = server.meter.rss()
+        result["baselineRssMb"] = round(baseline / 2**20, 1)
+        result["steps"].append({"connections": 0, "rssMb": result["baselineRssMb"]})
+        held = 0
+        t0 = time.perf_counter()
+        for step in steps:
+            size = step - held
+            plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
+                              size, token, (BENCH_TOPIC,),
+                              heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load)
+            group = LoadClients(plan, math.ceil(size / CLIENTS_PER_PROCESS))
+            groups.append(group)
+            report = group.wait_ready(timeout=300)
+            held += report["ready"]
+            time.sleep(0.5)
+            rss = server.meter.rss()
+            result["steps"].append({"connections": held, "rssMb": round(rss / 2**20, 1),
+                                    "connectSeconds": report["seconds"],
+                                    "failed": report["failed"]})
+            log(f"  {stack:5s} {held:6d} connections, RSS {rss / 2**20:.1f} MB"
+                + (f", failed {report['failed']}" if report["failed"] else ""))
+            if report["ready"] < size:
+                break
+        result["connectSeconds"] = round(time.perf_counter() - t0, 1)
+        for group in groups:
+            group.stats(reset=True)
+        server.meter.mark()
+        if stack == "sinal" and options.profile:
+            with Profile(server.pid, options.hold_seconds - 1, wd / "profile-idle.txt") as spy:
+                time.sleep(options.hold_seconds)
+            result["profile"] = spy.summary
+        else:
+            time.sleep(options.hold_seconds)
+        window = server.meter.window()
+        stats = [group.stats() for group in groups]
+        still = sum(s["ready"] for s in stats)
+        closes: dict[str, int] = {}
+        for s in stats:
+            for reason, count in s["closes"].items():
+                closes[reason] = closes.get(reason, 0) + count
+        rss = server.meter.rss()
+        result.update({
+            "held": held,
+            "stillConnectedAfterHold": still,
+            "lostDuringHold": held - still,
+            "closes": closes,
+            "holdSeconds": options.hold_seconds,
+            "clientHeartbeatsSent": sum(s["heartbeats"] for s in stats),
+            "serverFramesReceived": sum(s["controlFrames"] for s in stats),
+            "serverCpuPercentIdle": window["cpuPercent"],
+            "rssMb": round(rss / 2**20, 1),
+            "peakRssMb": window["peakRssMb"],
+            "rssPerConnectionKb": round((rss - baseline) / max(1, held) / 1024, 2),
+        })
+        log(f"  {stack:5s} held {held} for {options.hold_seconds:.0f} s: {still} still open, "
+            f"RSS {result['rssMb']} MB ({result['rssPerConnectionKb']} KB/connection), "
+            f"idle CPU {window['cpuPercent']}%, {result['clientHeartbeatsSent']} heartbeats "
+            f"sent, {result['serverFramesReceived']} server frames received")
+        if result.get("profile", {}).get("self"):
+            log(f"  sinal idle profile: {top_line(result['profile'])}")
+    finally:
+        for group in groups:
+            group.close()
+        server.stop()
+    return result
+
+
+def run_connections(db: BenchDatabase, wd: Path, options: ConnectionsOptions,
+                    log: Any) -> dict[str, Any]:
+    cpus = CpuPlan.for_machine(options.pin)
+    out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
+                           "runs": []}
+    for stack in options.stacks:
+        if stack == "peer":
+            try:
+                ensure_installed()
+            except PeerUnavailable as exc:
+                out["peerError"] = str(exc)
+                continue
+        try:
+            out["runs"].append(run_stack(stack, db, wd, cpus, options, log))
+        except Exception as exc:  # keep the other stack's numbers
+            out["runs"].append({"stack": stack, "error": repr(exc), "steps": []})
+            log(f"  {stack}: FAILED {exc!r}")
+    return out
