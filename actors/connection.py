@@ -2,8 +2,10 @@
 authorisation, heartbeats both ways, idle timeout, rate limit, slow-consumer policy, resume.
 
 Tasks of one connection (all in its own nursery): the transport's writer, the receive
-loop (this actor's inbox is the socket), a timer (heartbeats out, silence in), and the
-lag handler. Topics write to the socket only through `offer` (never blocks).
+loop (this actor's inbox is the socket) and a control task (acts on silence and slow
+consumption). Heartbeats out and silence checks come from the node's HeartbeatScheduler
+(actors/heartbeat.py: one task for all sockets). Topics write to the socket only through
+`offer` (never blocks).
 
 Slow-consumer policy (docs/protocol.md): when the outbox is over its bound, the transport
 refuses every offer; each topic that had a frame for us ends our subscription and calls
@@ -79,7 +81,9 @@ class ConnectionActor:
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._lagged: dict[str, int] = {}
-        self._lag_event = trio.Event()
+        self._lag_event = trio.Event()  # wakes _control: lag or silence
+        self._silent = False
+        self.beating = False  # registered with the hub's HeartbeatScheduler
         self.last_seen = trio.current_time()
         self.started_at = time.time()
         self.frames_in = 0
@@ -108,8 +112,7 @@ class ConnectionActor:
             if not await self._handshake():
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._timer)
-                nursery.start_soon(self._lag_handler)
+                nursery.start_soon(self._control)
                 await self._receive_loop()
                 nursery.cancel_scope.cancel()
         except* ConnectionClosed:
@@ -185,6 +188,7 @@ class ConnectionActor:
         payload = self.session.accept(welcome)
         self.ws.offer(build_frame(payload, text=not self.encoding.binary))
         self.hub.register(self)
+        self.hub.heartbeats.add(self)
         request = self.ws.request
         if self.hub.presence is not None:
             self.hub.presence.connected(
@@ -392,28 +396,24 @@ class ConnectionActor:
 
     # --- timers and slow consumers -----------------------------------------------------------
 
-    async def _timer(self) -> None:
-        config = self.hub.config
-        interval = config.websocket_heartbeat_interval / 1000
-        timeout = config.websocket_connection_timeout / 1000
-        next_beat = trio.current_time() + interval
-        while True:
-            silence_deadline = self.last_seen + timeout
-            await trio.sleep_until(min(next_beat, silence_deadline))
-            now = trio.current_time()
-            if now >= self.last_seen + timeout:
-                await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
-                                 f"nothing received for {config.websocket_connection_timeout} ms")
-                return
-            if now >= next_beat:
-                self._send(Heartbeat(timestamp=int(time.time() * 1000)))
-                next_beat = now + interval
+    def timed_out(self) -> None:
+        """Called by the hub's HeartbeatScheduler: nothing received for the timeout."""
+        self._silent = True
+        self._lag_event.set()
 
-    async def _lag_handler(self) -> None:
-        grace = self.hub.config.websocket_connection_timeout / 1000
+    async def _control(self) -> None:
+        """Acts on what the scheduler and the topics report: silence, slow consumption."""
+        config = self.hub.config
+        grace = config.websocket_connection_timeout / 1000
         while True:
             await self._lag_event.wait()
             self._lag_event = trio.Event()
+            if self._silent:
+                await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
+                                 f"nothing received for {config.websocket_connection_timeout} ms")
+                return
+            if not self._lagged:
+                continue
             with trio.move_on_after(grace) as scope:
                 while self._lagged:
                     topic, offset = next(iter(self._lagged.items()))

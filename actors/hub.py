@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.access import ALL_TOPICS, METRICS_TOPIC
+from actors.heartbeat import HeartbeatScheduler
 from actors.topic import Topic
 from engine.config import Config
 from engine.db import Database
@@ -72,11 +73,15 @@ class Hub:
     connections_total: int = 0
     refused_total: int = 0
     closed_by_code: dict[int, int] = field(default_factory=dict)
+    heartbeats: HeartbeatScheduler = field(init=False)
 
     def __post_init__(self) -> None:
         if self.rate_limiter is None:
             self.rate_limiter = RateLimiter(self.config.rate_limit_requests_per_minute,
                                             clock=trio.current_time)
+        self.heartbeats = HeartbeatScheduler(
+            self.config.websocket_heartbeat_interval / 1000,
+            self.config.websocket_connection_timeout / 1000)
 
     def make_topics(self, head: int) -> None:
         for name in ALL_TOPICS:
@@ -92,6 +97,7 @@ class Hub:
         self.connections_total += 1
 
     def unregister(self, conn: ConnectionActor) -> None:
+        self.heartbeats.remove(conn)
         conns = self.connections_by_user.get(conn.user_id)
         if conns is not None:
             conns.discard(conn)

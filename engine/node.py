@@ -4,6 +4,7 @@
     ├── http                      Quart-Trio on HTTP_PORT (health, REST, status)
     └── realtime (rest_for_one)
         ├── topics (one_for_one)  one Topic actor per topic
+        ├── heartbeats            heartbeats out, silence checks, for every socket
         ├── database_services (one_for_one, patient)
         │   ├── presence              websocket_connections / deliveries, batched
         │   ├── notification_producer
@@ -284,6 +285,8 @@ class Node:
             "realtime",
             [
                 ChildSpec.of(topics),
+                ChildSpec(name="heartbeats", start=hub.heartbeats.run,
+                          kind="heartbeat_scheduler"),
                 ChildSpec.of(services),
                 ChildSpec.of(self.pool),
                 ChildSpec(name="websocket", start=self.websocket.run, kind="websocket_server"),

@@ -311,6 +311,7 @@ async def memory_session(hub: Hub, encoding: Encoding = Encoding.MSGPACK
         await actor.run()
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(hub.heartbeats.run)  # as the node's tree runs it
         nursery.start_soon(run_websocket, ws, handler)
         yield MemoryClient(client_stream, encoding), actor
         nursery.cancel_scope.cancel()
