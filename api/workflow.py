@@ -116,18 +116,26 @@ def create_request(conn: psycopg.Connection[Any], actor: Actor, *, title: str,
     return row
 
 
-def submit_request(conn: psycopg.Connection[Any], actor: Actor, request_id: str
-                   ) -> dict[str, Any]:
+def _requester_step(conn: psycopg.Connection[Any], actor: Actor, request_id: str, *,
+                    allowed_from: tuple[str, ...], to: str, action: str) -> dict[str, Any]:
+    """A step only the request's requester (or an admin) may take: submit, cancel."""
     with conn.transaction():
         req = _lock_request(conn, request_id)
         if str(req["requester_id"]) != actor.user_id and actor.role != "admin":
-            raise WorkflowError(403, "forbidden", "only the requester can submit a request")
-        if req["status"] != "draft":
+            raise WorkflowError(403, "forbidden",
+                                f"only the requester or an admin can {action} a request")
+        if req["status"] not in allowed_from:
             raise WorkflowError(409, "invalid_transition",
-                                f"cannot submit a request in status {req['status']}")
-        row = _set_status(conn, request_id, "pending_a1")
-        _audit(conn, "purchase_requests", request_id, "submit", actor, {})
+                                f"cannot {action} a request in status {req['status']}")
+        row = _set_status(conn, request_id, to)
+        _audit(conn, "purchase_requests", request_id, action, actor, {})
     return row
+
+
+def submit_request(conn: psycopg.Connection[Any], actor: Actor, request_id: str
+                   ) -> dict[str, Any]:
+    return _requester_step(conn, actor, request_id, allowed_from=("draft",),
+                           to="pending_a1", action="submit")
 
 
 def decide(conn: psycopg.Connection[Any], actor: Actor, request_id: str, verdict: str,
@@ -283,16 +291,8 @@ def mark_in_transit(conn: psycopg.Connection[Any], actor: Actor, order_id: str
 
 def cancel_request(conn: psycopg.Connection[Any], actor: Actor, request_id: str
                    ) -> dict[str, Any]:
-    with conn.transaction():
-        req = _lock_request(conn, request_id)
-        if str(req["requester_id"]) != actor.user_id and actor.role != "admin":
-            raise WorkflowError(403, "forbidden", "only the requester or an admin can cancel")
-        if req["status"] not in CANCELLABLE:
-            raise WorkflowError(409, "invalid_transition",
-                                f"cannot cancel a request in status {req['status']}")
-        row = _set_status(conn, request_id, "cancelled")
-        _audit(conn, "purchase_requests", request_id, "cancel", actor, {})
-    return row
+    return _requester_step(conn, actor, request_id, allowed_from=CANCELLABLE,
+                           to="cancelled", action="cancel")
 
 
 def mark_late_deliveries(conn: psycopg.Connection[Any]) -> int:
