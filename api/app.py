@@ -12,22 +12,36 @@ process and supervisor tree (hypercorn on HTTP_PORT). Around every request:
    a body too large (413) or a bug (500) become RFC 9457 problem details.
 4. The answer gets CORS headers (WEBSOCKET_CORS_ORIGIN), gzip when it should (see
    `wants_gzip`), and is counted (requests, latency, 304s) for /metrics and health.
+
+In front of all this, `api.fast_reads.FastReads` answers the list reads it can answer from
+memory alone (a 304, or a body from the response cache) with the same rules, without
+Quart's per-request machinery; everything else (errors included) comes here. Sessions are
+not used: every request shares one null session instead of building one.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
+from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from api.auth import verify_bearer
 from api.context import ApiContext
+from api.fast_reads import FastReads
+from api.http_rules import (
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    accepts_gzip,
+    allowed_origins,
+    cors_origin,
+    gzip_body,
+    wants_gzip,
+)
 from api.ops_routes import register_ops
 from api.preferences import register_preferences
 from api.problems import Problem
@@ -40,66 +54,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sinal.api")
 
-GZIP_MIN_BYTES = 1024
-FORGET_IDLE_EVERY = 4096
+__all__ = ["accepts_gzip", "allowed_origins", "create_app", "wants_gzip"]
+
 UNCOUNTED_PREFIXES = ("/health/", "/metrics", "/openapi.json")
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
-CORS_EXPOSE_HEADERS = "ETag, Retry-After, Location, WWW-Authenticate"
 _HTTP_CODES = {400: "invalid_parameter", 401: "auth_required", 403: "forbidden",
                404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                429: "rate_limited"}
 
 
-def allowed_origins(setting: str) -> set[str] | None:
-    """WEBSOCKET_CORS_ORIGIN as a set; None means any origin (`*`)."""
-    origins = {o.strip().rstrip("/") for o in setting.split(",") if o.strip()}
-    return None if "*" in origins else origins
+class _NoSessions(SessionInterface):
+    """Sinal keeps no sessions: one shared null session (it refuses writes) for every
+    request, instead of a new one each time."""
 
+    _null = NullSession()
 
-def accepts_gzip(header: str | None) -> bool:
-    for part in (header or "").split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            q = params.strip()
-            if q.startswith("q="):
-                try:
-                    return float(q[2:]) > 0
-                except ValueError:
-                    return False
-            return True
-    return False
+    async def open_session(self, app: Any, request: Any) -> NullSession:
+        return self._null
 
+    async def make_null_session(self, app: Any) -> NullSession:
+        return self._null
 
-def wants_gzip(enabled: bool, compress: str | None, accept_encoding: str | None,
-               size: int) -> bool:
-    """ENABLE_COMPRESSION off: never. `?compress=true`: always; `?compress=false`: never.
-    Otherwise when the client accepts gzip and the body is over 1 KB."""
-    if not enabled or size == 0:
-        return False
-    flag = (compress or "").strip().lower()
-    if flag in ("true", "1", "yes"):
-        return True
-    if flag in ("false", "0", "no"):
-        return False
-    return size > GZIP_MIN_BYTES and accepts_gzip(accept_encoding)
+    async def save_session(self, app: Any, session: Any, response: Any) -> None:
+        return None
 
 
 def create_app(node: Node) -> QuartTrio:
     app = QuartTrio("sinal")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
+    app.session_interface = _NoSessions()  # type: ignore[assignment]
     api = ApiContext.build(node, app)
     app.extensions["sinal"] = api
     config = node.config
     origins = allowed_origins(config.websocket_cors_origin)
-
-    def cors_origin() -> str | None:
-        origin = request.headers.get("Origin")
-        if not origin:
-            return None
-        if origins is None:
-            return "*"
-        return origin if origin.rstrip("/") in origins else None
 
     @app.before_request
     async def before() -> Response | None:
@@ -118,16 +105,13 @@ def create_app(node: Node) -> QuartTrio:
         if not request.path.startswith("/api/"):
             return None
         g.claims = None
-        api.charged += 1
-        if api.charged % FORGET_IDLE_EVERY == 0:
-            api.limiter.forget_idle()  # full buckets: memory stays bounded by active callers
         key = f"ip:{request.remote_addr}"
         try:
-            g.claims = verify_bearer(config.jwt_secret, request.headers.get("Authorization"))
+            g.claims = api.tokens.claims(request.headers.get("Authorization"))
             key = f"user:{g.claims.user_id}"
         except Problem as problem:
             g.auth_problem = problem
-        if not api.limiter.allow(key):
+        if not api.charge(key):
             wait = max(1, math.ceil(api.limiter.retry_after(key)))
             raise Problem(429, "rate_limited",
                           f"more than {config.rate_limit_requests_per_minute} requests per "
@@ -136,7 +120,7 @@ def create_app(node: Node) -> QuartTrio:
 
     @app.after_request
     async def after(response: Response) -> Response:
-        origin = cors_origin()
+        origin = cors_origin(request.headers.get("Origin"), origins)
         if origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
@@ -161,7 +145,11 @@ def create_app(node: Node) -> QuartTrio:
         body = await response.get_data(as_text=False)
         if wants_gzip(config.enable_compression, request.args.get("compress"),
                       request.headers.get("Accept-Encoding"), len(body)):
-            response.set_data(gzip.compress(body, compresslevel=config.compression_level))
+            cached = getattr(g, "cached_body", None)
+            if cached is not None and cached.body == body:
+                response.set_data(api.responses.gzipped(cached))  # compressed once
+            else:
+                response.set_data(gzip_body(body, config.compression_level))
             response.headers["Content-Encoding"] = "gzip"
 
     def _count(response: Response) -> None:
@@ -208,4 +196,5 @@ def create_app(node: Node) -> QuartTrio:
     register_writes(api)
     register_preferences(api)
     register_ops(api)
+    app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
     return app

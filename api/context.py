@@ -23,10 +23,13 @@ from quart_trio import QuartTrio
 
 from actors.access import Principal
 from actors.hub import RateLimiter
-from api.auth import PrincipalCache
+from api.auth import PrincipalCache, TokenCache
+from api.freshness import CommitFence
 from api.problems import PROBLEM_CONTENT_TYPE, Problem
 from api.reads import topic_version
+from api.response_cache import ResponseCache
 from api.stats import HttpMetrics, RequestStats
+from engine.changes import sequence_changes
 from engine.db import Database
 
 if TYPE_CHECKING:
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sinal.api")
 T = TypeVar("T")
+FORGET_IDLE_EVERY = 4096
+SEQUENCE_ALL = 2**31 - 1  # the fence numbers every committed change, however many
 
 
 def _json_default(value: Any) -> Any:
@@ -58,7 +63,10 @@ class ApiContext:
     node: Node
     app: QuartTrio
     principals: PrincipalCache
+    tokens: TokenCache
     limiter: RateLimiter
+    responses: ResponseCache
+    fence: CommitFence
     stats: RequestStats
     metrics: HttpMetrics
     charged: int = 0  # requests charged to the rate limiter
@@ -67,15 +75,37 @@ class ApiContext:
     def build(cls, node: Node, app: QuartTrio) -> ApiContext:
         assert node.db is not None and node.hub is not None
         users_topic = node.hub.topics["user_changed"]
+        config = node.config
+        db = node.db
+
+        async def sequence() -> int:
+            return await db.run(lambda conn: sequence_changes(conn, SEQUENCE_ALL))
+
+        topics = node.hub.topics
+        responses = ResponseCache(config.cache_max_size_mb * 2**20, config.cache_ttl_seconds,
+                                  compression_level=config.compression_level,
+                                  clock=trio.current_time,
+                                  version_of=lambda topic: topic_version(topics[topic]))
+        fence = CommitFence(sequence)
         return cls(
             node=node,
             app=app,
             principals=PrincipalCache(node.db, lambda: topic_version(users_topic)),
-            limiter=RateLimiter(node.config.rate_limit_requests_per_minute,
+            tokens=TokenCache(config.jwt_secret),
+            limiter=RateLimiter(config.rate_limit_requests_per_minute,
                                 clock=trio.current_time),
+            responses=responses,
+            fence=fence,
             stats=node.http_stats,
-            metrics=HttpMetrics(node),
+            metrics=HttpMetrics(node, responses, fence),
         )
+
+    def charge(self, key: str) -> bool:
+        """Charge one request to `key`'s rate-limit bucket; False when it is empty."""
+        self.charged += 1
+        if self.charged % FORGET_IDLE_EVERY == 0:
+            self.limiter.forget_idle()  # full buckets: memory stays bounded by active callers
+        return self.limiter.allow(key)
 
     @property
     def db(self) -> Database:

@@ -8,8 +8,9 @@ and the metrics service. Health and alerts judge the hit rate only over at least
 
 `HttpMetrics` is a per-app Prometheus registry: request counts and latency histograms by
 route, and scrape-time gauges read from the node (connections, topics, frames fanned out,
-listener lag). Actor restarts and the other runtime counters live in the default registry
-(engine/metrics.py); GET /metrics serves both.
+listener lag) and from the response cache (hits, misses, entries, bytes). Actor restarts
+and the other runtime counters live in the default registry (engine/metrics.py); GET
+/metrics serves both.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from api.freshness import CommitFence
+    from api.response_cache import ResponseCache
     from engine.node import Node
 
 WINDOW_SECONDS = 300
@@ -189,8 +192,37 @@ class _NodeCollector:
         yield reads
 
 
+class _ResponseCacheCollector:
+    def __init__(self, cache: ResponseCache, fence: CommitFence | None) -> None:
+        self.cache = cache
+        self.fence = fence
+
+    def collect(self) -> Iterator[Metric]:
+        cache, fence = self.cache, self.fence
+        for name, text, value in (
+                ("sinal_http_response_cache_hits", "List reads answered from the response "
+                 "cache (no query, no encoding)", cache.hits),
+                ("sinal_http_response_cache_misses", "List reads that had to query",
+                 cache.misses),
+                ("sinal_http_response_cache_evictions", "Entries dropped for size or age",
+                 cache.evictions),
+                ("sinal_http_commit_fences", "Sequencer calls that proved a cached body "
+                 "current (shared by concurrent requests)", fence.rounds if fence else 0)):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], value)
+            yield counter
+        entries = GaugeMetricFamily("sinal_http_response_cache_entries", "Cached answers")
+        entries.add_metric([], len(cache))
+        yield entries
+        size = GaugeMetricFamily("sinal_http_response_cache_bytes",
+                                 "Bytes held by the response cache (bound: CACHE_MAX_SIZE_MB)")
+        size.add_metric([], cache.bytes)
+        yield size
+
+
 class HttpMetrics:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, responses: ResponseCache | None = None,
+                 fence: CommitFence | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter("sinal_http_requests", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=self.registry)
@@ -200,10 +232,23 @@ class HttpMetrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(node))
+        if responses is not None:
+            self.registry.register(_ResponseCacheCollector(responses, fence))
+        # label lookups cost more than the increments: keep the children (routes and
+        # statuses are few -- unmatched paths all count as "(unmatched)")
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[(method, route, status)] = self.requests.labels(
+                method, route, str(status))
+        counter.inc()
+        histogram = self._histograms.get(route)
+        if histogram is None:
+            histogram = self._histograms[route] = self.latency.labels(route)
+        histogram.observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(REGISTRY) + generate_latest(self.registry)

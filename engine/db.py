@@ -8,7 +8,9 @@ path (a 304, a fan-out) makes none.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar, cast
 
 import psycopg
@@ -17,6 +19,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
+
+# Who is querying: "http" inside a request (api/fast_reads.py sets it), "" for the actors.
+# Tests read `Database.queries_by_scope["http"]` to prove a path makes no query while the
+# node's background actors (listener ticks, presence flushes) go on querying.
+DB_SCOPE: ContextVar[str] = ContextVar("sinal_db_scope", default="")
 
 
 class Database:
@@ -34,6 +41,7 @@ class Database:
         )
         self.limiter = trio.CapacityLimiter(max_size)
         self.queries = 0
+        self.queries_by_scope: Counter[str] = Counter()
 
     def open(self, wait: bool = True, timeout: float = 30.0) -> None:
         self.pool.open(wait=wait, timeout=timeout)
@@ -47,6 +55,7 @@ class Database:
         Use `with conn.transaction():` inside `work` for multi-statement transactions.
         """
         self.queries += 1
+        self.queries_by_scope[DB_SCOPE.get()] += 1
 
         def in_thread() -> T:
             with self.pool.connection() as conn:
