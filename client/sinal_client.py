@@ -225,6 +225,7 @@ class SinalClient:
             await self._subscribe(ws, self.topics)
             self.connected = True
             self.connects += 1
+            self._changed.unpark_all()  # wait_until() conditions may look at `connected`
             interval = welcome.heartbeat_interval / 1000
             try:
                 async with trio.open_nursery() as nursery:
@@ -235,6 +236,7 @@ class SinalClient:
                 raise _first(group) from None  # one session, one reason to end it
             finally:
                 self.connected = False
+                self._changed.unpark_all()
 
     async def _beat(self, ws: Any, interval: float) -> None:
         while True:
