@@ -95,8 +95,12 @@ class DatabaseListener:
                 with trio.move_on_after(self.poll_interval):
                     await trio.lowlevel.wait_readable(conn.pgconn.socket)
                 self.wakeups += 1
-                # drain: also raises OperationalError when the server went away
-                await trio.to_thread.run_sync(self._drain, conn)
+                # Drain here: with timeout=0 psycopg only reads what the socket already
+                # holds, so no thread hop on the hot path. It raises OperationalError when
+                # the server went away.
+                if self._drain(conn) == 0:
+                    # a poll tick: prove the connection is alive (a dead peer is silent)
+                    await trio.to_thread.run_sync(self._ping, conn)
                 await self.catch_up()
         finally:
             self.listen_conn = None
@@ -116,10 +120,11 @@ class DatabaseListener:
             count += 1
         if conn.closed or conn.broken:
             raise psycopg.OperationalError("listen connection lost")
-        # a poll tick: prove the connection is alive (a dead peer is otherwise silent)
-        if count == 0:
-            conn.execute("SELECT 1")
         return count
+
+    @staticmethod
+    def _ping(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT 1")
 
     async def catch_up(self) -> None:
         """Sequence and read until the log has nothing after our position."""
