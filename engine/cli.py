@@ -178,6 +178,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         if listener:
             print(f"listener: position {listener.get('position')}, head {listener.get('head')},"
                   f" lag {listener.get('lag')}")
+        cluster = tree.get("cluster") or {}
+        if cluster:
+            print(f"cluster: {cluster.get('connections')} connections on "
+                  f"{len(cluster.get('nodes') or {})} node(s) (Redis registry)")
         realtime = tree.get("realtime") or {}
         if realtime:
             print(f"connections: {realtime.get('connections')} "
