@@ -164,6 +164,9 @@ SETTINGS: tuple[Setting, ...] = (
             "port of the embedded PostgreSQL"),
     Setting("SINAL_NODE_ID", "", _text, "name of this node (default: host name and pid)"),
     Setting("SINAL_REDIS_PREFIX", "sinal:", _text, "prefix of every Redis key Sinal writes"),
+    Setting("SINAL_RETENTION_HOURS", "168", _int_parser(0, 876_000),
+            "hours of change log, delivered notifications, metrics and closed-socket rows "
+            "kept (0: keep everything)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -226,6 +229,7 @@ class Config:
     sinal_embedded_pg_port: int = 54329
     sinal_node_id: str = ""
     sinal_redis_prefix: str = "sinal:"
+    sinal_retention_hours: int = 168
     # Names of the settings that were given explicitly (not defaults).
     explicit: frozenset[str] = field(default_factory=frozenset)
 

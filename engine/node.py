@@ -11,6 +11,7 @@
         │   ├── database_listener     LISTEN + sequencer + change-log reads
         │   ├── metrics_publisher
         │   ├── delivery_watch        orders past their expected date become late
+        │   ├── housekeeping          retention of the tables that only grow
         │   ├── metrics_service       performance_metrics rows and alerts (if enabled)
         │   └── cluster_presence      (with Redis) this node in the cluster registry
         ├── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
@@ -43,6 +44,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from actors.access import NOTIFICATION_TOPIC
 from actors.cluster import ClusterPresence
 from actors.delivery_watch import DeliveryWatch
+from actors.housekeeping import Housekeeping
 from actors.hub import Hub
 from actors.listener import DatabaseListener
 from actors.metrics_push import MetricsPublisher
@@ -133,6 +135,7 @@ class Node:
     metrics_service: MetricsService | None = None
     delivery_check_interval: float = 60.0
     delivery_watch: DeliveryWatch | None = None
+    housekeeping: Housekeeping | None = None
     cluster: ClusterPresence | None = None
     cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
@@ -242,6 +245,7 @@ class Node:
                                          poll_interval=self.listener_poll_interval,
                                          on_changes=forward)
         self.delivery_watch = DeliveryWatch(self.db, self.delivery_check_interval)
+        self.housekeeping = Housekeeping(self.db, config.sinal_retention_hours)
         redis_url = config.effective_redis_url
         if redis_url:
             self.cluster = ClusterPresence(
@@ -274,6 +278,8 @@ class Node:
                           kind="metrics_publisher"),
                 ChildSpec(name="delivery_watch", start=self.delivery_watch.run,
                           kind="delivery_watch"),
+                ChildSpec(name="housekeeping", start=self.housekeeping.run,
+                          kind="housekeeping"),
                 *self._metrics_service_spec(),
                 *([ChildSpec(name="cluster_presence", start=self.cluster.run,
                              kind="cluster_presence")] if self.cluster else []),
