@@ -285,6 +285,7 @@ def mark_in_transit(conn: psycopg.Connection[Any], actor: Actor, order_id: str
             "UPDATE purchase_orders SET delivery_status = 'in_transit', status = 'confirmed' "
             "WHERE id = %s RETURNING *", (order_id,),
         ).fetchone()
+        _audit(conn, "purchase_orders", order_id, "in_transit", actor, {})
     assert row is not None
     return row
 
