@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine actors protocol api tests bench
-	$(VENV)/bin/mypy engine actors protocol api
+	$(VENV)/bin/ruff check engine actors protocol api domain node websocket client tests bench
+	$(VENV)/bin/mypy -p sinal
 
 simulate: $(STAMP)
 	$(VENV)/bin/sinal simulate --rate 10 --duration 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from actors.hub import Hub
+from sinal.actors.hub import Hub
 
 log = logging.getLogger("sinal.cluster")
 

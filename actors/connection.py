@@ -26,7 +26,9 @@ from typing import Any
 import psycopg
 import trio
 
-from actors.access import (
+from sinal.actors.hub import Hub
+from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
+from sinal.domain.access import (
     METRICS_TOPIC,
     NOTIFICATION_TOPIC,
     AccessError,
@@ -34,14 +36,10 @@ from actors.access import (
     RowFilter,
     subscription_filter,
 )
-from actors.hub import Hub
-from actors.topic import CatchUp, Joined, Replay, Subscription, Topic
-from actors.transport import ConnectionClosed, WebSocketConnection
-from actors.wsframe import build_frame
-from engine.changes import Change, head_position, read_changes, retained_since
-from engine.log import WS_LOGGER, event
-from engine.tokens import TokenError, verify_token
-from protocol import (
+from sinal.domain.changes import Change, head_position, read_changes, retained_since
+from sinal.domain.tokens import TokenError, verify_token
+from sinal.node.log import WS_LOGGER, event
+from sinal.protocol import (
     CloseConnection,
     Connect,
     Encoding,
@@ -57,6 +55,8 @@ from protocol import (
     Unsubscribed,
     Welcome,
 )
+from sinal.websocket.connection import ConnectionClosed, WebSocketConnection
+from sinal.websocket.frames import build_frame
 
 log = logging.getLogger("sinal.connection")
 ws_log = logging.getLogger(WS_LOGGER)
@@ -390,7 +390,7 @@ class ConnectionActor:
         self.hub.metrics_sinks.discard(self)
 
     async def _deliver_kept_notifications(self) -> None:
-        from actors.notifications import deliver_kept
+        from sinal.actors.notifications import deliver_kept
 
         await deliver_kept(self)
 

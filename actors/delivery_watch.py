@@ -13,8 +13,8 @@ import logging
 
 import trio
 
-from api.workflow import mark_late_deliveries
-from engine.db import Database
+from sinal.domain.db import Database
+from sinal.domain.workflow import mark_late_deliveries
 
 log = logging.getLogger("sinal.delivery_watch")
 

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import trio
 
-from actors.wsframe import build_frame
-from protocol import Encoding, Heartbeat, encode
+from sinal.protocol import Encoding, Heartbeat, encode
+from sinal.websocket.frames import build_frame
 
 _BEAT = 0
 _SILENCE = 1

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import trio
 
-from engine.db import Database
+from sinal.domain.db import Database
 
 log = logging.getLogger("sinal.housekeeping")
 

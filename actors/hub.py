@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.access import ALL_TOPICS, METRICS_TOPIC
-from actors.heartbeat import HeartbeatScheduler
-from actors.topic import Topic
-from engine.config import Config
-from engine.db import Database
+from sinal.actors.heartbeat import HeartbeatScheduler
+from sinal.actors.topic import Topic
+from sinal.domain.access import ALL_TOPICS, METRICS_TOPIC
+from sinal.domain.db import Database
+from sinal.node.config import Config
 
 if TYPE_CHECKING:
-    from actors.connection import ConnectionActor
-    from actors.presence import PresenceWriter
+    from sinal.actors.connection import ConnectionActor
+    from sinal.actors.presence import PresenceWriter
 
 
 class RateLimiter:

@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 import trio
 
-from actors.topic import Topic, TopicBatch
-from engine.changes import (
+from sinal.actors.topic import Topic, TopicBatch
+from sinal.domain.changes import (
     CHANGES_CHANNEL,
     POSITIONS_CHANNEL,
     Change,
@@ -33,7 +33,7 @@ from engine.changes import (
     read_changes,
     sequence_changes,
 )
-from engine.db import Database
+from sinal.domain.db import Database
 
 log = logging.getLogger("sinal.listener")
 

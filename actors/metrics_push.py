@@ -11,9 +11,9 @@ from typing import Any
 
 import trio
 
-from actors.hub import Hub
-from actors.wsframe import build_frame
-from protocol import Encoding, Metrics, encode
+from sinal.actors.hub import Hub
+from sinal.protocol import Encoding, Metrics, encode
+from sinal.websocket.frames import build_frame
 
 
 class MetricsPublisher:

@@ -25,14 +25,14 @@ import psycopg
 import trio
 from psycopg.types.json import Jsonb
 
-from actors.wsframe import build_frame
-from engine.changes import Change
-from engine.db import Database
-from protocol import Encoding, Notification, encode
+from sinal.domain.changes import Change
+from sinal.domain.db import Database
+from sinal.protocol import Encoding, Notification, encode
+from sinal.websocket.frames import build_frame
 
 if TYPE_CHECKING:
-    from actors.connection import ConnectionActor
-    from actors.hub import Hub
+    from sinal.actors.connection import ConnectionActor
+    from sinal.actors.hub import Hub
 
 log = logging.getLogger("sinal.notifications")
 

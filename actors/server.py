@@ -14,9 +14,11 @@ from typing import Any
 
 import trio
 
-from actors.connection import ConnectionActor
-from actors.hub import Hub
-from actors.transport import (
+from sinal.actors.connection import ConnectionActor
+from sinal.actors.hub import Hub
+from sinal.engine.dynamic import DynamicSupervisor, PoolFull, PoolNotRunning
+from sinal.protocol import ERRORS, Encoding, ErrorCode, choose_subprotocol
+from sinal.websocket.connection import (
     ConnectionLimits,
     Refuse,
     UpgradeRequest,
@@ -24,8 +26,6 @@ from actors.transport import (
     listener_port,
     serve_websockets,
 )
-from engine.dynamic import DynamicSupervisor, PoolFull, PoolNotRunning
-from protocol import ERRORS, Encoding, ErrorCode, choose_subprotocol
 
 log = logging.getLogger("sinal.server")
 

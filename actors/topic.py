@@ -30,10 +30,10 @@ from typing import Protocol
 
 import trio
 
-from actors.access import RowFilter
-from actors.wsframe import build_frame
-from engine.changes import Change
-from protocol import DataUpdate, Encoding, encode
+from sinal.domain.access import RowFilter
+from sinal.domain.changes import Change
+from sinal.protocol import DataUpdate, Encoding, encode
+from sinal.websocket.frames import build_frame
 
 log = logging.getLogger("sinal.topic")
 

@@ -31,9 +31,9 @@ from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from api.context import ApiContext
-from api.fast_reads import FastReads
-from api.http_rules import (
+from sinal.api.context import ApiContext
+from sinal.api.fast_reads import FastReads
+from sinal.api.http_rules import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
     accepts_gzip,
@@ -42,15 +42,15 @@ from api.http_rules import (
     gzip_body,
     wants_gzip,
 )
-from api.ops_routes import register_ops
-from api.preferences import register_preferences
-from api.problems import Problem
-from api.read_routes import register_reads
-from api.validation import MAX_BODY_BYTES
-from api.write_routes import register_writes
+from sinal.api.ops_routes import register_ops
+from sinal.api.preferences import register_preferences
+from sinal.api.problems import Problem
+from sinal.api.read_routes import register_reads
+from sinal.api.validation import MAX_BODY_BYTES
+from sinal.api.write_routes import register_writes
 
 if TYPE_CHECKING:
-    from engine.node import Node
+    from sinal.node.wiring import Node
 
 log = logging.getLogger("sinal.api")
 

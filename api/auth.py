@@ -24,10 +24,10 @@ from typing import Any
 
 import psycopg
 
-from actors.access import Principal
-from api.problems import Problem
-from engine.db import Database
-from engine.tokens import Claims, TokenError, verify_token
+from sinal.api.problems import Problem
+from sinal.domain.access import Principal
+from sinal.domain.db import Database
+from sinal.domain.tokens import Claims, TokenError, verify_token
 
 BEARER_CHALLENGE = 'Bearer realm="sinal"'
 MAX_CACHED_USERS = 10_000

@@ -21,19 +21,19 @@ import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from actors.access import Principal
-from actors.hub import RateLimiter
-from api.auth import PrincipalCache, TokenCache
-from api.freshness import CommitFence
-from api.problems import PROBLEM_CONTENT_TYPE, Problem
-from api.reads import topic_version
-from api.response_cache import ResponseCache
-from api.stats import HttpMetrics, RequestStats
-from engine.changes import sequence_changes
-from engine.db import Database
+from sinal.actors.hub import RateLimiter
+from sinal.api.auth import PrincipalCache, TokenCache
+from sinal.api.freshness import CommitFence
+from sinal.api.problems import PROBLEM_CONTENT_TYPE, Problem
+from sinal.api.reads import topic_version
+from sinal.api.response_cache import ResponseCache
+from sinal.api.stats import HttpMetrics, RequestStats
+from sinal.domain.access import Principal
+from sinal.domain.changes import sequence_changes
+from sinal.domain.db import Database
 
 if TYPE_CHECKING:
-    from engine.node import Node
+    from sinal.node.wiring import Node
 
 log = logging.getLogger("sinal.api")
 T = TypeVar("T")

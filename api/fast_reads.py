@@ -37,13 +37,13 @@ from urllib.parse import parse_qsl
 import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-from actors.access import AccessError, permission_filter
-from api.context import ApiContext
-from api.http_rules import CORS_EXPOSE_HEADERS, allowed_origins, cors_origin, wants_gzip
-from api.problems import Problem
-from api.read_routes import FENCE_SCOPE_KEY, list_headers, not_modified, plan_list
-from api.resources import RESOURCES, Resource
-from engine.db import DB_SCOPE
+from sinal.api.context import ApiContext
+from sinal.api.http_rules import CORS_EXPOSE_HEADERS, allowed_origins, cors_origin, wants_gzip
+from sinal.api.problems import Problem
+from sinal.api.read_routes import FENCE_SCOPE_KEY, list_headers, not_modified, plan_list
+from sinal.domain.access import AccessError, permission_filter
+from sinal.domain.db import DB_SCOPE
+from sinal.domain.resources import RESOURCES, Resource
 
 log = logging.getLogger("sinal.api")
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from actors.topic import Topic
+from sinal.actors.topic import Topic
 
 log = logging.getLogger("sinal.api")
 

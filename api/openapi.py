@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.preferences import PREFERENCES
-from api.problems import CODES
-from api.reads import DEFAULT_LIMIT, MAX_LIMIT
-from api.resources import RESOURCES, Resource
-from api.validation import body_schema
-from api.write_routes import CREATE_REQUEST, ORDER_ACTIONS, REQUEST_ACTIONS
+from sinal.api.preferences import PREFERENCES
+from sinal.api.problems import CODES
+from sinal.api.reads import DEFAULT_LIMIT, MAX_LIMIT
+from sinal.api.validation import body_schema
+from sinal.api.write_routes import CREATE_REQUEST, ORDER_ACTIONS, REQUEST_ACTIONS
+from sinal.domain.resources import RESOURCES, Resource
 
 _UUID = {"type": "string", "format": "uuid"}
 _TIME = {"type": "string", "format": "date-time"}

@@ -20,8 +20,8 @@ import time
 
 from quart import Response
 
-from api.context import ApiContext
-from api.openapi import openapi_document
+from sinal.api.context import ApiContext
+from sinal.api.openapi import openapi_document
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

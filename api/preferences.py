@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 from quart import Response, request
 
-from actors.notifications import KINDS
-from api.context import ApiContext
-from api.validation import Field, parse_json, validate
+from sinal.actors.notifications import KINDS
+from sinal.api.context import ApiContext
+from sinal.api.validation import Field, parse_json, validate
 
 ALERT_KIND = "performance_alert"
 EVENT_KINDS = (*KINDS, ALERT_KIND)

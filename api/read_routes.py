@@ -21,10 +21,9 @@ import psycopg
 from psycopg import sql
 from quart import Response, g, request
 
-from actors.access import AccessError, RowFilter, permission_filter
-from api.context import ApiContext, dump_json
-from api.problems import Problem, bad_parameter
-from api.reads import (
+from sinal.api.context import ApiContext, dump_json
+from sinal.api.problems import Problem, bad_parameter
+from sinal.api.reads import (
     Cursor,
     Since,
     encode_cursor,
@@ -38,7 +37,10 @@ from api.reads import (
     read_page,
     topic_version,
 )
-from api.resources import (
+from sinal.api.response_cache import Fresh
+from sinal.api.validation import is_uuid
+from sinal.domain.access import AccessError, RowFilter, permission_filter
+from sinal.domain.resources import (
     RESOURCES,
     Resource,
     filter_sql,
@@ -46,8 +48,6 @@ from api.resources import (
     project,
     scope_key,
 )
-from api.response_cache import Fresh
-from api.validation import is_uuid
 
 
 def parse_flag(name: str, raw: str | None) -> bool | None:

@@ -47,12 +47,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from actors.access import RowFilter
-from actors.topic import Topic
-from api.problems import Problem, bad_parameter
-from api.resources import Resource, filter_sql
-from api.validation import is_uuid
-from engine.changes import Change, read_changes
+from sinal.actors.topic import Topic
+from sinal.api.problems import Problem, bad_parameter
+from sinal.api.validation import is_uuid
+from sinal.domain.access import RowFilter
+from sinal.domain.changes import Change, read_changes
+from sinal.domain.resources import Resource, filter_sql
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

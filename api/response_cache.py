@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import trio
 
-from api.http_rules import gzip_body
+from sinal.api.http_rules import gzip_body
 
 ENTRY_OVERHEAD_BYTES = 256  # the entry object, its OrderedDict slot and index sets
 

@@ -27,9 +27,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from api.freshness import CommitFence
-    from api.response_cache import ResponseCache
-    from engine.node import Node
+    from sinal.api.freshness import CommitFence
+    from sinal.api.response_cache import ResponseCache
+    from sinal.node.wiring import Node
 
 WINDOW_SECONDS = 300
 MIN_READS_FOR_HIT_RATE = 20

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from api.problems import Problem, invalid_body
+from sinal.api.problems import Problem, invalid_body
 
 MAX_BODY_BYTES = 1 << 20
 MAX_JSON_DEPTH = 16

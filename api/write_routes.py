@@ -25,11 +25,11 @@ from typing import Any
 import psycopg
 from quart import Response, request
 
-from api import workflow
-from api.context import ApiContext
-from api.problems import Problem
-from api.validation import Field, is_uuid, parse_json, validate
-from api.workflow import Actor, WorkflowError
+from sinal.api.context import ApiContext
+from sinal.api.problems import Problem
+from sinal.api.validation import Field, is_uuid, parse_json, validate
+from sinal.domain import workflow
+from sinal.domain.workflow import Actor, WorkflowError
 
 CREATE_REQUEST = (
     Field("title", "string", required=True, max_length=200, minimum=1),

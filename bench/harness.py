@@ -229,7 +229,7 @@ class BenchDatabase:
     department_id: str = ""
 
     def create(self) -> BenchDatabase:
-        from engine.migrate import apply_migrations
+        from sinal.node.migrate import apply_migrations
 
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self.name = f"sinal_bench_{stamp}_{os.getpid()}"
@@ -252,7 +252,7 @@ class BenchDatabase:
         return self
 
     def token(self, ttl_seconds: int = 4 * 3600) -> str:
-        from engine.tokens import mint_token
+        from sinal.domain.tokens import mint_token
 
         return mint_token(JWT_SECRET, self.admin_id, "admin", ttl_seconds=ttl_seconds)
 
@@ -398,7 +398,7 @@ def sinal_server(db: BenchDatabase, workdir: Path, *, cpus: frozenset[int] = fro
     })
     env.update(settings or {})
     sinal = Path(sys.executable).parent / "sinal"
-    argv = [str(sinal), "serve"] if sinal.exists() else [sys.executable, "-m", "engine.cli",
+    argv = [str(sinal), "serve"] if sinal.exists() else [sys.executable, "-m", "sinal.node.cli",
                                                            "serve"]
     return ServerProcess("sinal", argv, env, http_port, ws_port, "/health/ready", workdir,
                          cpus)

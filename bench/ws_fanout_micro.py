@@ -44,14 +44,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.transport import (  # noqa: E402
+from sinal.websocket.connection import (  # noqa: E402
     ConnectionClosed,
     ConnectionLimits,
     WebSocketConnection,
     listener_port,
     serve_websockets,
 )
-from actors.wsframe import build_frame, frame_header_size  # noqa: E402
+from sinal.websocket.frames import build_frame, frame_header_size  # noqa: E402
 
 SAMPLE_EVERY = 50  # every 50th connection parses frames for latency
 TIMESTAMP = struct.Struct("!d")

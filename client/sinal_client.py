@@ -35,7 +35,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from protocol import (
+from sinal.protocol import (
     Connect,
     DataUpdate,
     Encoding,
@@ -48,7 +48,7 @@ from protocol import (
     decode_server,
     encode_client,
 )
-from protocol import Error as ErrorMessage
+from sinal.protocol import Error as ErrorMessage
 
 log = logging.getLogger("sinal.client")
 

@@ -25,8 +25,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from engine.metrics import INBOX_REFUSED
-from engine.registry import Registry, default_registry
+from sinal.engine.metrics import INBOX_REFUSED
+from sinal.engine.registry import Registry, default_registry
 
 __all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef", "open_inbox"]
 

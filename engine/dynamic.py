@@ -26,9 +26,9 @@ from typing import Any
 
 import trio
 
-from engine.metrics import ACTOR_RESTARTS, POOL_REFUSED, SHUTDOWN_OVERRUNS
-from engine.status import ActorState, StatusNode, error_info
-from engine.supervisor import (
+from sinal.engine.metrics import ACTOR_RESTARTS, POOL_REFUSED, SHUTDOWN_OVERRUNS
+from sinal.engine.status import ActorState, StatusNode, error_info
+from sinal.engine.supervisor import (
     ChildSpec,
     InvalidSpec,
     ReadyReporter,

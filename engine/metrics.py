@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from engine.actor import ActorRef
+    from sinal.engine.actor import ActorRef
 
 __all__ = [
     "ACTOR_RESTARTS",

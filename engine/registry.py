@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.metrics import LIVE_ACTORS_COLLECTOR
+from sinal.engine.metrics import LIVE_ACTORS_COLLECTOR
 
 if TYPE_CHECKING:
-    from engine.actor import ActorRef
+    from sinal.engine.actor import ActorRef
 
 __all__ = ["ActorNotFound", "NameTaken", "Registry", "default_registry"]
 

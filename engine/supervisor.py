@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from engine.metrics import ACTOR_RESTARTS, SHUTDOWN_OVERRUNS, SUPERVISOR_ESCALATIONS
-from engine.status import ActorState, StatusNode, error_info
+from sinal.engine.metrics import ACTOR_RESTARTS, SHUTDOWN_OVERRUNS, SUPERVISOR_ESCALATIONS
+from sinal.engine.status import ActorState, StatusNode, error_info
 
 __all__ = [
     "ChildSpec",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.codec import (
+from sinal.protocol.codec import (
     DEFAULT_LIMITS,
     SERVER_FRAME_LIMITS,
     Encoding,
@@ -15,8 +15,8 @@ from protocol.codec import (
     encode_client,
     encode_payload,
 )
-from protocol.errors import CLOSE_CODES, ERRORS, ErrorCode, ErrorSpec, ProtocolError, Ref
-from protocol.messages import (
+from sinal.protocol.errors import CLOSE_CODES, ERRORS, ErrorCode, ErrorSpec, ProtocolError, Ref
+from sinal.protocol.messages import (
     CLIENT_MESSAGE_TYPES,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -39,7 +39,7 @@ from protocol.messages import (
     from_wire,
     to_wire,
 )
-from protocol.session import (
+from sinal.protocol.session import (
     CloseConnection,
     Received,
     SendError,
@@ -47,7 +47,7 @@ from protocol.session import (
     SessionState,
     SessionUsageError,
 )
-from protocol.stream import Decoder, StreamDecodeError
+from sinal.protocol.stream import Decoder, StreamDecodeError
 
 __all__ = [
     "CLIENT_MESSAGE_TYPES",

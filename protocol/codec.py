@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import msgpack
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import (
+from sinal.protocol.errors import ErrorCode, ProtocolError
+from sinal.protocol.messages import (
     CLIENT_MESSAGE_TYPES,
     SERVER_MESSAGE_TYPES,
     ClientMessage,

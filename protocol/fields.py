@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from protocol.errors import ErrorCode
+from sinal.protocol.errors import ErrorCode
 
 __all__ = [
     "INT64_MAX",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
-from protocol import fields as f
-from protocol.errors import ErrorCode, ProtocolError, Ref
+from sinal.protocol import fields as f
+from sinal.protocol.errors import ErrorCode, ProtocolError, Ref
 
 __all__ = [
     "CLIENT_MESSAGE_TYPES",

@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from protocol.codec import DEFAULT_LIMITS, Encoding, Frame, ProtocolLimits, decode, encode
-from protocol.errors import ERRORS, ErrorCode, ProtocolError, Ref
-from protocol.messages import ClientMessage, Connect, Error, ServerMessage, Welcome
+from sinal.protocol.codec import DEFAULT_LIMITS, Encoding, Frame, ProtocolLimits, decode, encode
+from sinal.protocol.errors import ERRORS, ErrorCode, ProtocolError, Ref
+from sinal.protocol.messages import ClientMessage, Connect, Error, ServerMessage, Welcome
 
 __all__ = [
     "CloseConnection",

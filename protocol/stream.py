@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import msgpack
 
-from protocol.codec import (
+from sinal.protocol.codec import (
     DEFAULT_LIMITS,
     Encoding,
     ProtocolLimits,
@@ -29,8 +29,8 @@ from protocol.codec import (
     parse_json_text,
     unpack_options,
 )
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import CLIENT_MESSAGE_TYPES, ClientMessage, from_wire
+from sinal.protocol.errors import ErrorCode, ProtocolError
+from sinal.protocol.messages import CLIENT_MESSAGE_TYPES, ClientMessage, from_wire
 
 __all__ = ["Decoder", "StreamDecodeError"]
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from engine.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from engine.migrate import apply_migrations
+from sinal.node.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from sinal.node.migrate import apply_migrations
 
 
 def with_database(url: str, name: str) -> str:

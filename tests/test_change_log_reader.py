@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
-from engine.changes import read_changes, sequence_changes
+from sinal.domain.changes import read_changes, sequence_changes
 
 WRITERS = 8
 TXNS_PER_WRITER = 120

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import SETTINGS, ConfigError, load_config, read_env_file
+from sinal.node.config import SETTINGS, ConfigError, load_config, read_env_file
 
 SEED_DEFAULTS = {  # seed section 7.1, verbatim
     "WEBSOCKET_PORT": "3001",
@@ -117,7 +117,7 @@ def test_malformed_env_file_line_is_reported(tmp_path: Path) -> None:
 def run_sinal(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
     clean.update(env)
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=clean, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "sinal.node.cli", *args], env=clean, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -137,7 +137,7 @@ def test_cli_exits_2_on_a_bad_env_file(tmp_path: Path) -> None:
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:
-    from engine.config import settings_table_markdown
+    from sinal.node.config import settings_table_markdown
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert settings_table_markdown() in readme

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.config import SETTINGS
-from engine.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from sinal.node.config import SETTINGS
+from sinal.node.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_serve_without_database_url_answers_health(world_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
     env.update(HTTP_PORT=str(http_port), WEBSOCKET_PORT=str(ws_port),
                SINAL_EMBEDDED_PG_PORT=str(pg_port), SINAL_DATA_DIR=str(world_dir / "data"))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "sinal.node.cli", "serve"], env=env,
                             cwd=world_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             bufsize=0)
     try:

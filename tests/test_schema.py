@@ -7,10 +7,10 @@ import select
 import psycopg
 import pytest
 
-from api.workflow import Actor, WorkflowError, create_request, decide, submit_request
-from engine.changes import head_position, read_changes, retained_since, sequence_changes
-from engine.demo import seed_demo
-from engine.migrate import MigrationError, apply_migrations, shipped_migrations
+from sinal.domain.changes import head_position, read_changes, retained_since, sequence_changes
+from sinal.domain.workflow import Actor, WorkflowError, create_request, decide, submit_request
+from sinal.node.demo import seed_demo
+from sinal.node.migrate import MigrationError, apply_migrations, shipped_migrations
 
 DOMAIN = {"users", "departments", "suppliers", "purchase_requests", "approvals", "quotations",
           "purchase_orders", "audit_logs"}

@@ -7,9 +7,9 @@ from collections import Counter
 
 import psycopg
 
-from engine.changes import read_changes, sequence_changes
-from engine.demo import seed_demo
-from engine.simulate import one_action
+from sinal.domain.changes import read_changes, sequence_changes
+from sinal.node.demo import seed_demo
+from sinal.node.simulate import one_action
 
 
 def test_simulated_traffic_reaches_every_stage(db_url: str) -> None:

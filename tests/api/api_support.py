@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import trio
 
-from engine.node import Node
+from sinal.node.wiring import Node
 from tests.realtime.realtime_support import token_for
 
 # demo users (engine/demo.py) by role

@@ -1,30 +1,17 @@
-"""Fixtures for the REST tests: a whole node on loopback (HTTP_PORT=0) and an httpx client.
-
-``import api`` must find the package, not this folder: pytest puts ``tests/`` on
-sys.path, where ``api`` would be a namespace package; the repository root goes first.
-"""
+"""Fixtures for the REST tests: a whole node on loopback (HTTP_PORT=0) and an httpx client."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-_imported = sys.modules.get("api")
-if _imported is not None and getattr(_imported, "__file__", None) is None:
-    del sys.modules["api"]
+import httpx
+import pytest
+import trio
 
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-import trio  # noqa: E402
-
-from engine.node import Node  # noqa: E402
-from tests.api.api_support import Api  # noqa: E402
-from tests.realtime.realtime_support import node_config, users_of  # noqa: E402
+from sinal.node.wiring import Node
+from tests.api.api_support import Api
+from tests.realtime.realtime_support import node_config, users_of
 
 
 @pytest.fixture

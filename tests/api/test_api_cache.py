@@ -26,18 +26,18 @@ from hypercorn.trio import serve as hypercorn_serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import api.response_cache as response_cache
-from actors.hub import RateLimiter
-from api.app import create_app
-from api.auth import TokenCache
-from api.context import ApiContext
-from api.fast_reads import FastReads, query_args
-from api.freshness import CommitFence
-from api.http_rules import gzip_body
-from api.problems import Problem
-from api.response_cache import ENTRY_OVERHEAD_BYTES, Fresh, ResponseCache
-from engine.node import Node
-from engine.tokens import mint_token
+import sinal.api.response_cache as response_cache
+from sinal.actors.hub import RateLimiter
+from sinal.api.app import create_app
+from sinal.api.auth import TokenCache
+from sinal.api.context import ApiContext
+from sinal.api.fast_reads import FastReads, query_args
+from sinal.api.freshness import CommitFence
+from sinal.api.http_rules import gzip_body
+from sinal.api.problems import Problem
+from sinal.api.response_cache import ENTRY_OVERHEAD_BYTES, Fresh, ResponseCache
+from sinal.domain.tokens import mint_token
+from sinal.node.wiring import Node
 from tests.api.api_support import ADMIN, APPROVER, REQUESTER, Api
 from tests.api.test_api_reads import create, is_problem
 from tests.realtime.realtime_support import SECRET
@@ -210,7 +210,7 @@ async def test_a_version_move_drops_the_older_entries(served: Served) -> None:
 
 async def test_a_partial_delta_is_not_kept(served: Served,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.reads as reads
+    import sinal.api.reads as reads
 
     monkeypatch.setattr(reads, "DELTA_MAX_CHANGES", 2)
     await some_requests(served.api, 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.tokens import mint_token
+from sinal.domain.tokens import mint_token
 from tests.api.api_support import ADMIN, REQUESTER, Api
 from tests.api.test_api_reads import is_problem
 from tests.realtime.realtime_support import SECRET, token_for

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import trio
 
-from api.metrics_service import AlertThresholds, MetricsService, check_metrics
-from engine.config import load_config
-from engine.db import Database
-from protocol import Notification
+from sinal.actors.metrics_service import AlertThresholds, MetricsService, check_metrics
+from sinal.domain.db import Database
+from sinal.node.config import load_config
+from sinal.protocol import Notification
 from tests.api.api_support import ADMIN, APPROVER, REQUESTER, Api
 from tests.api.test_api_reads import is_problem
 from tests.realtime.realtime_support import Client, client, token_for

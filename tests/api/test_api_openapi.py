@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from api.app import create_app
-from api.problems import CODES
-from api.write_routes import ORDER_ACTIONS, REQUEST_ACTIONS
+from sinal.api.app import create_app
+from sinal.api.problems import CODES
+from sinal.api.write_routes import ORDER_ACTIONS, REQUEST_ACTIONS
 from tests.api.api_support import ADMIN, APPROVER, BUYER, REQUESTER, Api
 
 

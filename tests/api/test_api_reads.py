@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import wants_gzip
+from sinal.api.app import wants_gzip
 from tests.api.api_support import (
     ADMIN,
     APPROVER,
@@ -130,13 +130,13 @@ async def test_fields_projection(api: Api) -> None:
 
 
 def api_fields() -> tuple[str, ...]:
-    from api.resources import RESOURCES
+    from sinal.domain.resources import RESOURCES
 
     return RESOURCES["purchase-requests"].fields
 
 
 async def test_resource_fields_match_the_database(api: Api) -> None:
-    from api.resources import RESOURCES
+    from sinal.domain.resources import RESOURCES
 
     for resource in RESOURCES.values():
         rows = await api.sql("SELECT column_name FROM information_schema.columns "
@@ -266,7 +266,7 @@ async def test_pages_and_bad_parameters(api: Api) -> None:
 
 
 async def test_a_long_delta_comes_in_parts(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    import api.reads as reads
+    import sinal.api.reads as reads
 
     monkeypatch.setattr(reads, "DELTA_MAX_CHANGES", 2)
     made = [(await create(api, title=f"R{i}"))["id"] for i in range(5)]

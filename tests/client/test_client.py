@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 import trio
 
-from api.workflow import Actor, create_request, decide
-from client.sinal_client import SinalClient
-from engine.embedded import free_port
-from engine.node import Node
+from sinal.client.sinal_client import SinalClient
+from sinal.domain.workflow import Actor, create_request, decide
+from sinal.node.embedded import free_port
+from sinal.node.wiring import Node
 from tests.realtime.realtime_support import token_for
 
 TOPIC = "purchase_request_changed"

@@ -7,9 +7,9 @@ from typing import Any
 
 import trio
 
-from actors.cluster import ClusterPresence
-from actors.hub import Hub
-from engine.config import load_config
+from sinal.actors.cluster import ClusterPresence
+from sinal.actors.hub import Hub
+from sinal.node.config import load_config
 
 
 class FakeConnection:
@@ -62,7 +62,7 @@ async def test_a_stopped_node_leaves_the_registry(
 async def test_redis_away_fails_the_start_clearly() -> None:
     import redis
 
-    from engine.embedded import free_port
+    from sinal.node.embedded import free_port
 
     dead = ClusterPresence(hub_with("node-x"), f"redis://127.0.0.1:{free_port()}/0")
     with trio.fail_after(10):
@@ -76,7 +76,7 @@ async def test_redis_away_fails_the_start_clearly() -> None:
 
 async def test_a_node_with_redis_publishes_itself(
         db_url: str, redis_url: str, redis_prefix: str, nursery: trio.Nursery) -> None:
-    from engine.node import Node
+    from sinal.node.wiring import Node
     from tests.realtime.realtime_support import node_config, users_of
 
     users_of(db_url)

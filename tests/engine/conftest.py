@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from engine_testing import Workers
+
+from tests.engine.engine_testing import Workers
 
 
 @pytest.fixture

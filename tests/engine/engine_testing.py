@@ -12,7 +12,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from engine.supervisor import ChildSpec, Restart
+from sinal.engine.supervisor import ChildSpec, Restart
 
 
 class Boom(Exception):
@@ -122,7 +122,7 @@ def live_task_names() -> list[str]:
 
 def engine_tasks() -> list[str]:
     """Live tasks run by the actor runtime (supervisors, pools and their children)."""
-    return [name for name in live_task_names() if name.startswith("engine.")]
+    return [name for name in live_task_names() if name.startswith("sinal.engine.")]
 
 
 def node(status: dict[str, Any], *path: str) -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import trio
-from engine_testing import settle
 from trio.testing import MockClock
 
-from engine.actor import Actor, ActorRef, open_inbox
-from engine.registry import ActorNotFound, NameTaken, Registry
+from sinal.engine.actor import Actor, ActorRef, open_inbox
+from sinal.engine.registry import ActorNotFound, NameTaken, Registry
+from tests.engine.engine_testing import settle
 
 
 class Collector(Actor[int]):

@@ -7,13 +7,19 @@ import time
 
 import pytest
 import trio
-from engine_testing import Boom, engine_tasks, settle
 from trio.testing import MockClock
 
-from engine.actor import Actor, ActorRef
-from engine.dynamic import DynamicSupervisor, PoolFull, PoolNotRunning
-from engine.registry import Registry
-from engine.supervisor import ChildSpec, Restart, Supervisor, SupervisorEscalation, SupervisorFlags
+from sinal.engine.actor import Actor, ActorRef
+from sinal.engine.dynamic import DynamicSupervisor, PoolFull, PoolNotRunning
+from sinal.engine.registry import Registry
+from sinal.engine.supervisor import (
+    ChildSpec,
+    Restart,
+    Supervisor,
+    SupervisorEscalation,
+    SupervisorFlags,
+)
+from tests.engine.engine_testing import Boom, engine_tasks, settle
 
 
 class Connection(Actor[str]):
@@ -301,7 +307,7 @@ async def test_a_child_failing_before_ready_reaches_the_caller(autojump_clock: M
 async def test_pool_settings_are_validated_at_start(
     autojump_clock: MockClock, kwargs: dict[str, object], field_name: str
 ) -> None:
-    from engine.supervisor import InvalidSpec
+    from sinal.engine.supervisor import InvalidSpec
 
     async def start(*, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()

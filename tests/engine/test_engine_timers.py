@@ -6,7 +6,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from engine.timers import Heartbeat, IdleTimeout, IdleTimeoutError
+from sinal.engine.timers import Heartbeat, IdleTimeout, IdleTimeoutError
 
 
 async def test_heartbeat_beats_on_a_fixed_schedule(autojump_clock: MockClock) -> None:

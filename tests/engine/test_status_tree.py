@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 import trio
-from engine_testing import Workers, node
 from prometheus_client import REGISTRY, generate_latest
 from trio.testing import MockClock
 
-import engine.metrics
-from engine.actor import Actor
-from engine.dynamic import DynamicSupervisor
-from engine.registry import Registry
-from engine.status import ActorState, error_info, render_status
-from engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
+import sinal.engine.metrics
+from sinal.engine.actor import Actor
+from sinal.engine.dynamic import DynamicSupervisor
+from sinal.engine.registry import Registry
+from sinal.engine.status import ActorState, error_info, render_status
+from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
+from tests.engine.engine_testing import Workers, node
 
 ACTOR_KEYS = {
     "type",
@@ -211,9 +211,9 @@ async def test_inbox_depth_gauge_is_computed_at_scrape_time(autojump_clock: Mock
 
 
 def test_metrics_module_can_be_imported_again() -> None:
-    before = engine.metrics.ACTOR_RESTARTS
-    collector = engine.metrics.LIVE_ACTORS_COLLECTOR
-    reloaded = importlib.reload(engine.metrics)
+    before = sinal.engine.metrics.ACTOR_RESTARTS
+    collector = sinal.engine.metrics.LIVE_ACTORS_COLLECTOR
+    reloaded = importlib.reload(sinal.engine.metrics)
     assert reloaded.ACTOR_RESTARTS is before
     assert reloaded.LIVE_ACTORS_COLLECTOR is collector
     generate_latest(REGISTRY)  # still one collector per name

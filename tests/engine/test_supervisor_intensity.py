@@ -6,12 +6,11 @@ import logging
 
 import pytest
 import trio
-from engine_testing import Boom, Workers, engine_tasks, node, settle
 from trio.testing import MockClock
 
-from engine.actor import Actor
-from engine.registry import Registry
-from engine.supervisor import (
+from sinal.engine.actor import Actor
+from sinal.engine.registry import Registry
+from sinal.engine.supervisor import (
     ChildSpec,
     Restart,
     Strategy,
@@ -20,6 +19,7 @@ from engine.supervisor import (
     SupervisorFlags,
     backoff_delay,
 )
+from tests.engine.engine_testing import Boom, Workers, engine_tasks, node, settle
 
 
 def no_backoff(**kw: object) -> SupervisorFlags:

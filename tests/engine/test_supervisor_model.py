@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import trio
 import trio.testing
-from engine_testing import Workers, engine_tasks
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,8 +32,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from engine.dynamic import DynamicSupervisor, PoolFull
-from engine.supervisor import ChildSpec, Restart, Strategy, Supervisor, SupervisorFlags
+from sinal.engine.dynamic import DynamicSupervisor, PoolFull
+from sinal.engine.supervisor import ChildSpec, Restart, Strategy, Supervisor, SupervisorFlags
+from tests.engine.engine_testing import Workers, engine_tasks
 
 T = TypeVar("T")
 POOL_MAX = 3

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 import trio
-from engine_testing import Boom, Workers, node, settle
 from trio.testing import MockClock
 
-from engine.supervisor import (
+from sinal.engine.supervisor import (
     ChildSpec,
     ChildStartError,
     InvalidSpec,
@@ -19,6 +18,7 @@ from engine.supervisor import (
     Supervisor,
     SupervisorFlags,
 )
+from tests.engine.engine_testing import Boom, Workers, node, settle
 
 NO_BACKOFF = {"backoff_base": 0.0, "backoff_cap": 0.0}
 

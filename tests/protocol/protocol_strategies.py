@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from protocol import (
+from sinal.protocol import (
     Connect,
     DataUpdate,
     Error,

@@ -10,9 +10,8 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_strategies import client_messages, server_messages
 
-from protocol import (
+from sinal.protocol import (
     MESSAGE_TYPES,
     Decoder,
     Encoding,
@@ -25,7 +24,8 @@ from protocol import (
     encode_payload,
     to_wire,
 )
-from protocol.messages import WIRE_FIELDS
+from sinal.protocol.messages import WIRE_FIELDS
+from tests.protocol.protocol_strategies import client_messages, server_messages
 
 ENCODINGS = pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.name)
 WIRE_KEYS = sorted({spec.key for specs in WIRE_FIELDS.values() for spec in specs} | {"event"})

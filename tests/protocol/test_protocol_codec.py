@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from protocol import (
+from sinal.protocol import (
     DEFAULT_LIMITS,
     DataUpdate,
     Encoding,

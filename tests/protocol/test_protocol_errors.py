@@ -10,7 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from protocol import (
+from sinal.protocol import (
     CLIENT_MESSAGE_TYPES,
     CLOSE_CODES,
     ERRORS,

@@ -9,9 +9,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_strategies import CLIENT_MESSAGES, SERVER_MESSAGES, client_messages, server_messages
 
-from protocol import (
+from sinal.protocol import (
     CLIENT_MESSAGE_TYPES,
     MESSAGE_TYPES,
     SERVER_MESSAGE_TYPES,
@@ -27,6 +26,12 @@ from protocol import (
     encode_client,
     encode_payload,
     to_wire,
+)
+from tests.protocol.protocol_strategies import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    client_messages,
+    server_messages,
 )
 
 ENCODINGS = pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.name)

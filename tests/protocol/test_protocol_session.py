@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import (
+from sinal.protocol import (
     CloseConnection,
     Connect,
     Encoding,

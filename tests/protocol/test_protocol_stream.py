@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_strategies import client_messages
 
-from protocol import (
+from sinal.protocol import (
     ClientMessage,
     Connect,
     Decoder,
@@ -21,6 +20,7 @@ from protocol import (
     decode,
     encode_client,
 )
+from tests.protocol.protocol_strategies import client_messages
 
 ENCODINGS = pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.name)
 

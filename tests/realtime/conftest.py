@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import trio
 
-from engine.node import Node
+from sinal.node.wiring import Node
 from tests.realtime.realtime_support import node_config, users_of
 
 

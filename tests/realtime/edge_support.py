@@ -28,13 +28,12 @@ from wsproto.connection import Connection as WsprotoConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from actors.connection import ConnectionActor
-from actors.hub import Hub
-from actors.transport import WebSocketConnection, run_websocket
-from engine.config import Config, load_config
-from engine.db import Database
-from engine.node import Node
-from protocol import (
+from sinal.actors.connection import ConnectionActor
+from sinal.actors.hub import Hub
+from sinal.domain.db import Database
+from sinal.node.config import Config, load_config
+from sinal.node.wiring import Node
+from sinal.protocol import (
     ERRORS,
     ClientMessage,
     DataUpdate,
@@ -46,6 +45,7 @@ from protocol import (
     decode_server,
     encode_client,
 )
+from sinal.websocket.connection import WebSocketConnection, run_websocket
 from tests.realtime.realtime_support import SECRET, Client, client, node_config, token_for
 
 GUARD = 10.0  # seconds: fail_after guard of real-socket waits

@@ -10,9 +10,9 @@ import psycopg
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from engine.config import Config, load_config
-from engine.tokens import mint_token
-from protocol import (
+from sinal.domain.tokens import mint_token
+from sinal.node.config import Config, load_config
+from sinal.protocol import (
     ClientMessage,
     Connect,
     DataUpdate,
@@ -63,14 +63,14 @@ class Client:
         return message
 
     async def connect(self, token: str) -> Any:
-        from protocol import Welcome
+        from sinal.protocol import Welcome
 
         await self.send(Connect(token=token))
         return await self.expect(Welcome)
 
     async def subscribe(self, *events: str, since: dict[str, int] | None = None,
                         filters: dict[str, Any] | None = None, ref: str = "s") -> Any:
-        from protocol import Subscribed
+        from sinal.protocol import Subscribed
 
         await self.send(Subscribe(events=tuple(events), filters=filters or {},
                                   since=since or {}, ref=ref))
@@ -98,7 +98,7 @@ async def client(node: Any, encoding: Encoding = Encoding.MSGPACK,
 
 
 def users_of(db_url: str) -> dict[str, dict[str, Any]]:
-    from engine.demo import seed_demo
+    from sinal.node.demo import seed_demo
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         return seed_demo(conn)

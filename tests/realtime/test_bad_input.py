@@ -21,9 +21,9 @@ import pytest
 import trio
 import trio_websocket
 
-from engine.node import Node
-from engine.tokens import mint_token
-from protocol import (
+from sinal.domain.tokens import mint_token
+from sinal.node.wiring import Node
+from sinal.protocol import (
     Connect,
     DataUpdate,
     Encoding,

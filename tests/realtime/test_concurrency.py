@@ -11,9 +11,9 @@ import psycopg
 import pytest
 import trio
 
-from engine.changes import read_changes, sequence_changes
-from engine.node import Node
-from protocol import DataUpdate, Notification
+from sinal.domain.changes import read_changes, sequence_changes
+from sinal.node.wiring import Node
+from sinal.protocol import DataUpdate, Notification
 from tests.realtime.realtime_support import Client, client, token_for
 
 WRITERS = 8

@@ -7,9 +7,9 @@ from typing import Any
 import psycopg
 import trio
 
-from api.workflow import Actor, create_request, decide
-from engine.node import Node
-from protocol import DataUpdate, Encoding, Error, Resync
+from sinal.domain.workflow import Actor, create_request, decide
+from sinal.node.wiring import Node
+from sinal.protocol import DataUpdate, Encoding, Error, Resync
 from tests.realtime.realtime_support import client, token_for
 
 
@@ -76,7 +76,7 @@ async def test_forbidden_topic_is_refused_and_connection_stays(
         node: Node, users: dict[str, Any]) -> None:
     async with client(node) as c:
         await c.connect(token_for(users["ana@sinal.dev"]))
-        from protocol import Subscribe
+        from sinal.protocol import Subscribe
 
         await c.send(Subscribe(events=("quotation_changed",), ref="q"))
         error = await c.expect(Error)

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 import trio
 
-from engine.changes import read_changes, sequence_changes
-from engine.embedded import EmbeddedPostgres, free_port
-from engine.migrate import apply_migrations
-from engine.node import Node
+from sinal.domain.changes import read_changes, sequence_changes
+from sinal.node.embedded import EmbeddedPostgres, free_port
+from sinal.node.migrate import apply_migrations
+from sinal.node.wiring import Node
 from tests.realtime.realtime_support import client, node_config, token_for, users_of
 
 TOPIC = "supplier_changed"

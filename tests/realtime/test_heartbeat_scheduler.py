@@ -5,8 +5,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from actors.heartbeat import HeartbeatScheduler
-from protocol import Encoding
+from sinal.actors.heartbeat import HeartbeatScheduler
+from sinal.protocol import Encoding
 
 
 class FakeConn:

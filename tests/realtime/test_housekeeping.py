@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 
-from actors.housekeeping import Housekeeping
-from engine.changes import retained_since, sequence_changes
-from engine.db import Database
+from sinal.actors.housekeeping import Housekeeping
+from sinal.domain.changes import retained_since, sequence_changes
+from sinal.domain.db import Database
 
 
 async def test_sweep_keeps_what_must_stay(db_url: str, users: dict[str, Any]) -> None:

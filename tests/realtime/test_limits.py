@@ -14,9 +14,9 @@ import trio
 import trio.testing
 import trio_websocket
 
-from engine.node import Node
-from engine.tokens import mint_token
-from protocol import (
+from sinal.domain.tokens import mint_token
+from sinal.node.wiring import Node
+from sinal.protocol import (
     Connect,
     Encoding,
     Error,

@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 import trio
 
-from api.workflow import Actor, add_quotation, create_request, decide
-from engine.node import Node
-from protocol import Notification
+from sinal.domain.workflow import Actor, add_quotation, create_request, decide
+from sinal.node.wiring import Node
+from sinal.protocol import Notification
 from tests.realtime.realtime_support import Client, client, token_for
 
 
@@ -89,7 +89,7 @@ async def test_offline_user_gets_kept_notifications_at_next_connect_once(
         await c.connect(token_for(ana))
         # kept notifications are queued right after welcome, before any later answer:
         # everything up to `subscribed` is what the connect delivered
-        from protocol import Subscribe, Subscribed
+        from sinal.protocol import Subscribe, Subscribed
 
         await c.send(Subscribe(events=("purchase_request_changed",), ref="r"))
         with trio.fail_after(10):
@@ -133,7 +133,7 @@ async def test_preferences_filter_kinds_and_sound(
 
 async def test_late_delivery_alerts_the_buyer(
         node: Node, users: dict[str, Any], db_url: str) -> None:
-    from api.workflow import issue_order
+    from sinal.domain.workflow import issue_order
 
     ana, fabio = users["ana@sinal.dev"], users["fabio@sinal.dev"]
     approvers = [users[e] for e in ("carla@sinal.dev", "diego@sinal.dev", "elisa@sinal.dev")]

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
-from actors.presence import PresenceWriter
-from engine.db import Database
+from sinal.actors.presence import PresenceWriter
+from sinal.domain.db import Database
 
 
 async def test_connects_heartbeats_and_disconnects_are_batched(

@@ -12,9 +12,9 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from actors.transport import ConnectionLimits
-from engine.node import Node
-from protocol import DataUpdate, Encoding, Notification, Resync
+from sinal.node.wiring import Node
+from sinal.protocol import DataUpdate, Encoding, Notification, Resync
+from sinal.websocket.connection import ConnectionLimits
 from tests.realtime.realtime_support import Client, client, node_config, token_for
 
 TOPIC = "supplier_changed"

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import trio
 
-from engine.config import SETTINGS
-from engine.node import Node
-from engine.tokens import mint_token
+from sinal.domain.tokens import mint_token
+from sinal.node.config import SETTINGS
+from sinal.node.wiring import Node
 from tests.realtime.realtime_support import SECRET
 
 
@@ -20,7 +20,7 @@ async def test_status_command_prints_the_tree(node: Node, users: dict[str, Any])
     env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
     env["JWT_SECRET"] = SECRET
     result = await trio.run_process(
-        [sys.executable, "-m", "engine.cli", "status", "--url", node.http_url],
+        [sys.executable, "-m", "sinal.node.cli", "status", "--url", node.http_url],
         env=env, capture_stdout=True, capture_stderr=True, check=False)
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
@@ -29,7 +29,7 @@ async def test_status_command_prints_the_tree(node: Node, users: dict[str, Any])
                  "topic:purchase_request_changed [topic] running", "listener: position"):
         assert name in out, name
     wrong = await trio.run_process(
-        [sys.executable, "-m", "engine.cli", "status", "--url", node.http_url],
+        [sys.executable, "-m", "sinal.node.cli", "status", "--url", node.http_url],
         env={**env, "JWT_SECRET": "w" * 40}, capture_stdout=True, capture_stderr=True,
         check=False)
     assert wrong.returncode == 1 and b"401" in wrong.stderr

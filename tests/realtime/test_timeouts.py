@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from engine.tokens import mint_token
-from protocol import (
+from sinal.domain.tokens import mint_token
+from sinal.protocol import (
     ClientMessage,
     Connect,
     Encoding,

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 import trio
 
-from api.workflow import Actor, create_request
-from engine.node import Node
-from protocol import Notification
+from sinal.domain.workflow import Actor, create_request
+from sinal.node.wiring import Node
+from sinal.protocol import Notification
 from tests.realtime.realtime_support import client, node_config, token_for
 
 

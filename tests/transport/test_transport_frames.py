@@ -10,8 +10,8 @@ import trio_websocket
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from actors.transport import WebSocketConnection, listener_port, serve_websockets
-from actors.wsframe import (
+from sinal.websocket.connection import WebSocketConnection, listener_port, serve_websockets
+from sinal.websocket.frames import (
     SLOW_CONSUMER,
     build_close_frame,
     build_frame,

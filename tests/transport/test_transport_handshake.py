@@ -8,11 +8,10 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-from ws_test_support import upgrade_request
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
-from actors.transport import (
+from sinal.websocket.connection import (
     ConnectionClosed,
     HandshakeError,
     Refuse,
@@ -22,6 +21,7 @@ from actors.transport import (
     listener_port,
     serve_websockets,
 )
+from tests.transport.ws_test_support import upgrade_request
 
 
 async def handshake(request: bytes, **options: object) -> tuple[object, bytes, trio.abc.Stream]:

@@ -9,11 +9,10 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
-from ws_test_support import raw_client, running_connection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
-from actors.transport import (
+from sinal.websocket.connection import (
     ConnectionClosed,
     ConnectionLimits,
     WebSocketConnection,
@@ -21,7 +20,8 @@ from actors.transport import (
     listener_port,
     serve_websockets,
 )
-from actors.wsframe import SLOW_CONSUMER, build_frame
+from sinal.websocket.frames import SLOW_CONSUMER, build_frame
+from tests.transport.ws_test_support import raw_client, running_connection
 
 
 def numbered(i: int, size: int = 100) -> bytes:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from ws_test_support import running_connection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from actors.transport import ConnectionClosed, ConnectionLimits
-from actors.wsframe import build_frame
+from sinal.websocket.connection import ConnectionClosed, ConnectionLimits
+from sinal.websocket.frames import build_frame
+from tests.transport.ws_test_support import running_connection
 
 
 async def test_whole_messages_binary_and_text() -> None:

@@ -41,26 +41,26 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from actors.access import NOTIFICATION_TOPIC
-from actors.cluster import ClusterPresence
-from actors.delivery_watch import DeliveryWatch
-from actors.housekeeping import Housekeeping
-from actors.hub import Hub
-from actors.listener import DatabaseListener
-from actors.metrics_push import MetricsPublisher
-from actors.notifications import NotificationProducer, mark_offered, render_notification
-from actors.presence import PresenceWriter
-from actors.server import WebSocketServer, connection_pool
-from actors.transport import ConnectionLimits
-from api.metrics_service import AlertThresholds, MetricsService
-from api.stats import RequestStats, performance_sample, resident_memory_mb
-from engine.config import Config
-from engine.db import Database
-from engine.dynamic import DynamicSupervisor
-from engine.embedded import EmbeddedPostgres
-from engine.log import event
-from engine.migrate import apply_migrations
-from engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
+from sinal.actors.cluster import ClusterPresence
+from sinal.actors.delivery_watch import DeliveryWatch
+from sinal.actors.housekeeping import Housekeeping
+from sinal.actors.hub import Hub
+from sinal.actors.listener import DatabaseListener
+from sinal.actors.metrics_push import MetricsPublisher
+from sinal.actors.metrics_service import AlertThresholds, MetricsService
+from sinal.actors.notifications import NotificationProducer, mark_offered, render_notification
+from sinal.actors.presence import PresenceWriter
+from sinal.actors.server import WebSocketServer, connection_pool
+from sinal.api.stats import RequestStats, performance_sample, resident_memory_mb
+from sinal.domain.access import NOTIFICATION_TOPIC
+from sinal.domain.db import Database
+from sinal.engine.dynamic import DynamicSupervisor
+from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
+from sinal.node.config import Config
+from sinal.node.embedded import EmbeddedPostgres
+from sinal.node.log import event
+from sinal.node.migrate import apply_migrations
+from sinal.websocket.connection import ConnectionLimits
 
 log = logging.getLogger("sinal.node")
 
@@ -101,7 +101,7 @@ def prepare_database(config: Config, *, seed_demo_data: bool | None = None) -> P
     try:
         apply_migrations(url)
         if seed_demo_data if seed_demo_data is not None else config.development:
-            from engine.demo import seed_demo
+            from sinal.node.demo import seed_demo
 
             with psycopg.connect(url, autocommit=True) as conn:
                 if conn.execute("SELECT count(*) FROM users").fetchone() == (0,):
@@ -198,7 +198,7 @@ class Node:
 
     async def serve_http(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
-        from api.app import create_app
+        from sinal.api.app import create_app
 
         hconfig = HypercornConfig()
         hconfig.bind = [f"{self.config.sinal_host}:{self.config.http_port}"]

@@ -28,9 +28,9 @@ import psycopg
 import trio
 from psycopg.types.json import Jsonb
 
-from engine.config import Config
-from engine.db import Database
-from engine.log import PERF_LOGGER, event
+from sinal.domain.db import Database
+from sinal.node.config import Config
+from sinal.node.log import PERF_LOGGER, event
 
 log = logging.getLogger("sinal.metrics")
 perf_log = logging.getLogger(PERF_LOGGER)  # LOG_PERFORMANCE_METRICS switches it

@@ -60,7 +60,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from actors.wsframe import (
+from sinal.websocket.frames import (
     ABNORMAL_CLOSURE,
     GOING_AWAY,
     INTERNAL_ERROR,

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from api.workflow import (
+from sinal.domain.workflow import (
     Actor,
     WorkflowError,
     add_quotation,
@@ -27,7 +27,7 @@ from api.workflow import (
     mark_delivered,
     mark_in_transit,
 )
-from engine.demo import seed_demo
+from sinal.node.demo import seed_demo
 
 log = logging.getLogger("sinal.simulate")
 

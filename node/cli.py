@@ -14,8 +14,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config import EXIT_BAD_CONFIG, Config, ConfigError, load_config
-from engine.log import setup_logging
+from sinal.node.config import EXIT_BAD_CONFIG, Config, ConfigError, load_config
+from sinal.node.log import setup_logging
 
 log = logging.getLogger("sinal.cli")
 
@@ -28,8 +28,8 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     import trio
 
-    from engine.node import Node, prepare_database, resolve_jwt_secret
-    from engine.tokens import mint_token
+    from sinal.domain.tokens import mint_token
+    from sinal.node.wiring import Node, prepare_database, resolve_jwt_secret
 
     config = resolve_jwt_secret(config)
     prepared = prepare_database(config)
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 if config.development:
                     import psycopg
 
-                    from engine.demo import find_user
+                    from sinal.node.demo import find_user
 
                     with psycopg.connect(prepared.url) as conn:
                         admin = find_user(conn, "admin")
@@ -97,7 +97,7 @@ def _redact(url: str) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
-    from engine.node import prepare_database
+    from sinal.node.wiring import prepare_database
 
     prepared = prepare_database(config, seed_demo_data=False)
     prepared.stop()
@@ -106,8 +106,8 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
-    from engine.node import prepare_database
-    from engine.simulate import simulate
+    from sinal.node.simulate import simulate
+    from sinal.node.wiring import prepare_database
 
     if args.rate <= 0:
         print("sinal simulate: --rate must be a positive number of actions per second",
@@ -128,9 +128,9 @@ def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
 def cmd_token(args: argparse.Namespace, config: Config) -> int:
     import psycopg
 
-    from engine.demo import find_user
-    from engine.node import prepare_database, resolve_jwt_secret
-    from engine.tokens import mint_token
+    from sinal.domain.tokens import mint_token
+    from sinal.node.demo import find_user
+    from sinal.node.wiring import prepare_database, resolve_jwt_secret
 
     config = resolve_jwt_secret(config)
     prepared = prepare_database(config)
@@ -148,8 +148,8 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    from engine.node import resolve_jwt_secret
-    from engine.tokens import mint_token
+    from sinal.domain.tokens import mint_token
+    from sinal.node.wiring import resolve_jwt_secret
 
     config = resolve_jwt_secret(config)
     url = args.url or f"http://127.0.0.1:{config.http_port}"
@@ -169,7 +169,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(tree, indent=2))
     else:
-        from engine.status import render_status
+        from sinal.engine.status import render_status
 
         print(f"node {tree.get('node')}")
         if tree.get("tree"):

@@ -15,8 +15,8 @@ from typing import Any
 
 from psycopg import sql
 
-from actors.access import RowFilter
-from api.problems import Problem
+from sinal.api.problems import Problem
+from sinal.domain.access import RowFilter
 
 _NULL, _TRUE, _FALSE = "\x00null", "\x00true", "\x00false"
 

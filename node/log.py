@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from engine.config import Config
+from sinal.node.config import Config
 
 WS_LOGGER = "sinal.ws"
 PERF_LOGGER = "sinal.perf"

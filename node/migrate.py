@@ -38,7 +38,7 @@ class Migration:
 
 def shipped_migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("sql").iterdir():
+    for entry in resources.files("sinal.sql").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
