@@ -55,7 +55,7 @@ from sinal.protocol import (
     Unsubscribed,
     Welcome,
 )
-from sinal.websocket.connection import ConnectionClosed, WebSocketConnection
+from sinal.websocket import ConnectionClosed, WebSocketConnection
 from sinal.websocket.frames import build_frame
 
 log = logging.getLogger("sinal.connection")

@@ -18,7 +18,7 @@ from sinal.actors.connection import ConnectionActor
 from sinal.actors.hub import Hub
 from sinal.engine.dynamic import DynamicSupervisor, PoolFull, PoolNotRunning
 from sinal.protocol import ERRORS, Encoding, ErrorCode, choose_subprotocol
-from sinal.websocket.connection import (
+from sinal.websocket import (
     ConnectionLimits,
     Refuse,
     UpgradeRequest,

@@ -44,7 +44,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sinal.websocket.connection import (  # noqa: E402
+from sinal.websocket import (  # noqa: E402
     ConnectionClosed,
     ConnectionLimits,
     WebSocketConnection,

@@ -60,7 +60,7 @@ from sinal.node.config import Config
 from sinal.node.embedded import EmbeddedPostgres
 from sinal.node.log import event
 from sinal.node.migrate import apply_migrations
-from sinal.websocket.connection import ConnectionLimits
+from sinal.websocket import ConnectionLimits
 
 log = logging.getLogger("sinal.node")
 

@@ -45,7 +45,7 @@ from sinal.protocol import (
     decode_server,
     encode_client,
 )
-from sinal.websocket.connection import WebSocketConnection, run_websocket
+from sinal.websocket import WebSocketConnection, run_websocket
 from tests.realtime.realtime_support import SECRET, Client, client, node_config, token_for
 
 GUARD = 10.0  # seconds: fail_after guard of real-socket waits

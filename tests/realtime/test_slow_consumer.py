@@ -14,7 +14,7 @@ from trio_websocket import open_websocket_url
 
 from sinal.node.wiring import Node
 from sinal.protocol import DataUpdate, Encoding, Notification, Resync
-from sinal.websocket.connection import ConnectionLimits
+from sinal.websocket import ConnectionLimits
 from tests.realtime.realtime_support import Client, client, node_config, token_for
 
 TOPIC = "supplier_changed"

@@ -10,7 +10,7 @@ import trio_websocket
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from sinal.websocket.connection import WebSocketConnection, listener_port, serve_websockets
+from sinal.websocket import WebSocketConnection, listener_port, serve_websockets
 from sinal.websocket.frames import (
     SLOW_CONSUMER,
     build_close_frame,

@@ -12,7 +12,7 @@ import trio_websocket
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 
-from sinal.websocket.connection import (
+from sinal.websocket import (
     ConnectionClosed,
     ConnectionLimits,
     WebSocketConnection,

@@ -8,7 +8,7 @@ import trio.testing
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from sinal.websocket.connection import ConnectionClosed, ConnectionLimits
+from sinal.websocket import ConnectionClosed, ConnectionLimits
 from sinal.websocket.frames import build_frame
 from tests.transport.ws_test_support import running_connection
 

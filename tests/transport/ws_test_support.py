@@ -13,7 +13,7 @@ import trio.testing
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, TextMessage
 
-from sinal.websocket.connection import ConnectionLimits, WebSocketConnection
+from sinal.websocket import ConnectionLimits, WebSocketConnection
 
 
 def upgrade_request(
