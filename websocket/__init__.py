@@ -4,18 +4,18 @@ messages (docs/architecture.md, "The house")."""
 
 from __future__ import annotations
 
-from sinal.websocket.connection import (
+from sinal.websocket.connection import ConnectionClosed, ConnectionLimits, WebSocketConnection
+from sinal.websocket.handshake import (
     Admit,
-    ConnectionClosed,
-    ConnectionHandler,
-    ConnectionLimits,
     HandshakeError,
     Refuse,
     SubprotocolChooser,
     UpgradeRequest,
-    WebSocketConnection,
     accept_websocket,
     default_subprotocol_chooser,
+)
+from sinal.websocket.server import (
+    ConnectionHandler,
     listener_port,
     run_websocket,
     serve_websockets,

@@ -1,8 +1,9 @@
-"""Server side of WebSocket on Trio streams: handshake, connection, listener.
+"""One accepted server-side WebSocket: its outbox and writer task, receive, close.
 
-The fast path of a broadcast (DESIGN.md decision 4) is the connection's outbox:
+The fast path of a broadcast (docs/architecture.md, "Encode once, write many")
+is the connection's outbox:
 
-* a frame is built once with :func:`actors.wsframe.build_frame`;
+* a frame is built once with :func:`sinal.websocket.frames.build_frame`;
 * :meth:`WebSocketConnection.offer` hands the same bytes to every connection.
   It never blocks and never awaits: when nothing is queued for the socket it
   writes the bytes straight to the kernel with one non-blocking ``send``;
@@ -23,47 +24,28 @@ Inbound, :meth:`WebSocketConnection.receive` returns whole messages; wsproto
 unmasks, validates and reports fragments, and this module reassembles them under
 a size bound, answers pings and runs the close handshake.
 
-The handshake (:func:`accept_websocket`) parses the HTTP request with h11 and
-lets wsproto validate and answer it. A subprotocol chooser and an ``admit`` hook
-run before the ``101``; either may raise :class:`Refuse` to answer with an HTTP
-status instead. :func:`serve_websockets` puts it together on ``trio.serve_listeners``.
-
-One connection is one :class:`WebSocketConnection`; its writer task must run in
-a nursery (``await nursery.start(ws.run)``, or :func:`run_websocket`, which also
-runs the handler and closes the connection).
+One connection is one :class:`WebSocketConnection` (made by
+:func:`~sinal.websocket.handshake.accept_websocket`); its writer task must run in
+a nursery (``await nursery.start(ws.run)``, or
+:func:`~sinal.websocket.server.run_websocket`, which also runs the handler and
+closes the connection).
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from itertools import islice
-from typing import NoReturn, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, NoReturn, cast
 
-import h11
 import trio
-import wsproto
 from wsproto.connection import Connection as WsprotoConnection
 from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import RemoteProtocolError
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from sinal.websocket.frames import (
     ABNORMAL_CLOSURE,
-    GOING_AWAY,
-    INTERNAL_ERROR,
     MESSAGE_TOO_BIG,
     NO_STATUS_RECEIVED,
     NORMAL_CLOSURE,
@@ -72,24 +54,14 @@ from sinal.websocket.frames import (
     build_pong_frame,
 )
 
-__all__ = [
-    "Admit",
-    "ConnectionClosed",
-    "ConnectionHandler",
-    "ConnectionLimits",
-    "HandshakeError",
-    "Refuse",
-    "SubprotocolChooser",
-    "UpgradeRequest",
-    "WebSocketConnection",
-    "accept_websocket",
-    "default_subprotocol_chooser",
-    "listener_port",
-    "run_websocket",
-    "serve_websockets",
-]
+if TYPE_CHECKING:
+    from sinal.websocket.handshake import UpgradeRequest
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionLimits",
+    "WebSocketConnection",
+]
 
 #: Buffers joined into one ``sendmsg`` call by the writer (well under IOV_MAX).
 _MAX_IOV = 64
@@ -110,35 +82,6 @@ class ConnectionClosed(Exception):
     def __str__(self) -> str:
         suffix = f": {self.reason}" if self.reason else ""
         return f"WebSocket closed with code {self.code}{suffix}"
-
-
-class Refuse(Exception):
-    """Raised by a subprotocol chooser or an ``admit`` hook to refuse the upgrade.
-
-    The client gets an HTTP response with ``status`` (503 when the connection
-    pool is full, 401/403 for a bad token, ...) and ``reason`` as a short body.
-    """
-
-    def __init__(
-        self, status: int, reason: str = "", headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = tuple(headers)
-
-
-class HandshakeError(Exception):
-    """The opening handshake did not complete; the stream has been closed.
-
-    ``status`` is the HTTP status sent to the client, or ``None`` when nothing
-    was sent (timeout, peer gone).
-    """
-
-    def __init__(self, status: int | None, reason: str) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,244 +109,6 @@ class ConnectionLimits:
         if self.close_timeout < 0:
             raise ValueError("ConnectionLimits.close_timeout must not be negative")
 
-
-@dataclass(frozen=True, slots=True)
-class UpgradeRequest:
-    """What the client asked for in its HTTP Upgrade request.
-
-    ``headers`` keeps every header in order, names lowercased, values decoded
-    as latin-1 (HTTP's byte-preserving choice). ``query`` is the parsed query
-    string (``?token=...``); ``subprotocols`` what the client offered, in its
-    order of preference.
-    """
-
-    target: str
-    path: str
-    query: tuple[tuple[str, str], ...]
-    headers: tuple[tuple[str, str], ...]
-    subprotocols: tuple[str, ...]
-    host: str
-    remote: str | None = None
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (any case), or ``None``."""
-        wanted = name.lower()
-        return next((value for key, value in self.headers if key == wanted), None)
-
-    def query_param(self, name: str) -> str | None:
-        """The first value of query parameter ``name``, or ``None``."""
-        return next((value for key, value in self.query if key == name), None)
-
-
-SubprotocolChooser = Callable[[UpgradeRequest], str | None]
-Admit = Callable[[UpgradeRequest], Awaitable[None]]
-ConnectionHandler = Callable[["WebSocketConnection"], Awaitable[None]]
-
-
-# --------------------------------------------------------------------------- handshake
-
-
-def _http_response(status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    body = (reason or phrase).encode("utf-8") + b"\n"
-    lines = [
-        f"HTTP/1.1 {status} {phrase}",
-        "Content-Type: text/plain; charset=utf-8",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-    ]
-    for name, value in headers:
-        if any(c in name + value for c in "\r\n"):
-            raise ValueError(f"header {name!r} contains a line break")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def _remote_of(stream: trio.abc.Stream) -> str | None:
-    if isinstance(stream, trio.SocketStream):
-        try:
-            peer = stream.socket.getpeername()
-        except OSError:
-            return None
-        if isinstance(peer, tuple):
-            return f"{peer[0]}:{peer[1]}"
-        return str(peer)
-    return None
-
-
-async def _read_request_head(
-    stream: trio.abc.Stream, parser: h11.Connection, max_bytes: int
-) -> h11.Request | None:
-    """Read until h11 has the request head; ``None`` if the peer went away.
-
-    h11 refuses (431) a buffer over ``max_bytes`` without a complete head; a
-    complete head that arrived in one piece is measured here.
-    """
-    received = 0
-    while True:
-        event = parser.next_event()
-        if isinstance(event, h11.Request):
-            if received - len(parser.trailing_data[0]) > max_bytes:
-                raise Refuse(431, "request header too large")
-            return event
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(max_bytes + 1)
-            received += len(data)
-            parser.receive_data(bytes(data))  # b"" marks the end of input
-            continue
-        return None  # ConnectionClosed (or anything else before a request)
-
-
-def default_subprotocol_chooser(supported: Sequence[str]) -> SubprotocolChooser:
-    """Pick the client's most preferred subprotocol among ``supported``.
-
-    No offer: no subprotocol. Offers but none supported: ``Refuse(400)``.
-    """
-    supported_set = frozenset(supported)
-
-    def choose(request: UpgradeRequest) -> str | None:
-        if not request.subprotocols:
-            return None
-        for offered in request.subprotocols:
-            if offered in supported_set:
-                return offered
-        raise Refuse(400, "unsupported subprotocol; supported: " + ", ".join(supported))
-
-    return choose
-
-
-async def _handshake(
-    stream: trio.abc.Stream,
-    choose: SubprotocolChooser,
-    admit: Admit | None,
-    max_handshake_bytes: int,
-    limits: ConnectionLimits,
-) -> WebSocketConnection:
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_bytes)
-    try:
-        head = await _read_request_head(stream, parser, max_handshake_bytes)
-        if head is None:
-            raise HandshakeError(None, "peer closed before sending a request")
-        if head.method != b"GET":
-            raise Refuse(405, "a WebSocket upgrade must be a GET", [("Allow", "GET")])
-        if head.http_version != b"1.1":
-            raise Refuse(400, "a WebSocket upgrade needs HTTP/1.1")
-        for name, value in head.headers:
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                raise Refuse(400, "an upgrade request has no body")
-        trailing = parser.trailing_data[0]
-        handshake = wsproto.WSConnection(ConnectionType.SERVER)
-        handshake.initiate_upgrade_connection(list(head.headers), head.target)
-        offer = next(handshake.events())
-        assert isinstance(offer, Request)
-    except h11.RemoteProtocolError as exc:
-        raise Refuse(exc.error_status_hint, f"bad request: {exc}") from None
-    except (h11.LocalProtocolError, UnicodeError) as exc:
-        raise Refuse(400, f"bad request: {exc}") from None
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        status = getattr(hint, "status_code", 400)
-        hint_headers = getattr(hint, "headers", [])
-        extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hint_headers]
-        raise Refuse(status, f"bad upgrade request: {exc}", extra) from None
-
-    target = head.target.decode("latin-1")
-    parts = urlsplit(target)
-    request = UpgradeRequest(
-        target=target,
-        path=unquote(parts.path),
-        query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
-        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers),
-        subprotocols=tuple(offer.subprotocols),
-        host=offer.host,
-        remote=_remote_of(stream),
-    )
-    subprotocol = choose(request)
-    if subprotocol is not None and subprotocol not in request.subprotocols:
-        raise ValueError(f"chosen subprotocol {subprotocol!r} was not offered")
-    if admit is not None:
-        await admit(request)
-    await stream.send_all(handshake.send(AcceptConnection(subprotocol=subprotocol)))
-    protocol = handshake.connection
-    assert protocol is not None
-    return WebSocketConnection(
-        stream, request, subprotocol=subprotocol, limits=limits, protocol=protocol,
-        received=trailing,
-    )
-
-
-async def accept_websocket(
-    stream: trio.abc.Stream,
-    *,
-    subprotocols: Sequence[str] = (),
-    select_subprotocol: SubprotocolChooser | None = None,
-    admit: Admit | None = None,
-    max_handshake_bytes: int = 16 * 1024,
-    handshake_timeout: float = 10.0,
-    limits: ConnectionLimits | None = None,
-) -> WebSocketConnection:
-    """Run the server side of the opening handshake on ``stream``.
-
-    Reads the HTTP Upgrade request (at most ``max_handshake_bytes`` of head,
-    else 431), validates it (400/405/426 otherwise), picks a subprotocol with
-    ``select_subprotocol`` (default: the client's first offer that is in
-    ``subprotocols``), awaits ``admit(request)`` and answers ``101``. A
-    :class:`Refuse` from the chooser or ``admit`` answers its status instead.
-
-    Returns a :class:`WebSocketConnection` whose writer is not yet running. On
-    any failure the stream is closed: rejections and timeouts
-    (``handshake_timeout`` seconds for the whole handshake) raise
-    :class:`HandshakeError`; other
-    exceptions from the hooks are answered with 500 and propagate.
-    """
-    choose = select_subprotocol or default_subprotocol_chooser(subprotocols)
-    succeeded = False
-    try:
-        with trio.fail_after(handshake_timeout):
-            ws = await _handshake_or_reject(
-                stream, choose, admit, max_handshake_bytes, limits or ConnectionLimits()
-            )
-        succeeded = True
-        return ws
-    except trio.TooSlowError:
-        raise HandshakeError(None, f"no handshake within {handshake_timeout} s") from None
-    finally:
-        if not succeeded:
-            await trio.aclose_forcefully(stream)
-
-
-async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
-    try:
-        await stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-
-
-async def _handshake_or_reject(
-    stream: trio.abc.Stream,
-    choose: SubprotocolChooser,
-    admit: Admit | None,
-    max_handshake_bytes: int,
-    limits: ConnectionLimits,
-) -> WebSocketConnection:
-    try:
-        return await _handshake(stream, choose, admit, max_handshake_bytes, limits)
-    except Refuse as refusal:
-        await _send_quietly(stream, _http_response(refusal.status, refusal.reason, refusal.headers))
-        raise HandshakeError(refusal.status, refusal.reason) from None
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise HandshakeError(None, f"connection lost during handshake: {exc}") from None
-    except HandshakeError:
-        raise
-    except Exception:
-        await _send_quietly(stream, _http_response(500, "internal error"))
-        raise
-
-
-# --------------------------------------------------------------------------- connection
 
 _OPEN = "open"
 _CLOSING = "closing"
@@ -878,92 +583,3 @@ class WebSocketConnection:
         self._wake_writer()
         self._changes.unpark_all()
         await trio.aclose_forcefully(self._stream)
-
-
-# --------------------------------------------------------------------------- server
-
-
-async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> None:
-    """Run ``handler(ws)`` with the connection's writer beside it, then close.
-
-    The handler returning closes with 1000; :class:`ConnectionClosed` escaping
-    it is normal; any other exception is logged and closes with 1011, and is
-    not re-raised (one connection's failure is not the server's). Cancellation
-    closes with 1001 and propagates.
-    """
-    code, reason = NORMAL_CLOSURE, ""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ws.run)
-        try:
-            await handler(ws)
-        except ConnectionClosed:
-            pass
-        except trio.Cancelled:
-            code, reason = GOING_AWAY, "server shutting down"
-            raise
-        except Exception as exc:
-            if isinstance(exc, ExceptionGroup) and exc.split(ConnectionClosed)[1] is None:
-                pass  # only ConnectionClosed, from the handler's own tasks
-            else:
-                log.exception("WebSocket handler failed (%s)", ws.request and ws.request.remote)
-                code, reason = INTERNAL_ERROR, "internal error"
-        finally:
-            with trio.CancelScope(shield=True):  # bounded by close_timeout
-                await ws.close(code, reason)
-
-
-async def serve_websockets(
-    handler: ConnectionHandler,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    subprotocols: Sequence[str] = (),
-    select_subprotocol: SubprotocolChooser | None = None,
-    admit: Admit | None = None,
-    handshake_timeout: float = 10.0,
-    max_handshake_bytes: int = 16 * 1024,
-    limits: ConnectionLimits | None = None,
-    backlog: int | None = None,
-    handler_nursery: trio.Nursery | None = None,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Listen on ``host:port`` (0: any free port) and serve WebSockets forever.
-
-    Each accepted TCP connection does the handshake (:func:`accept_websocket`
-    with these options) and then :func:`run_websocket` with ``handler``.
-    ``admit`` may raise :class:`Refuse` (e.g. 503 when the pool is full) before
-    the 101. Start with ``listeners = await nursery.start(serve_websockets, ...)``;
-    :func:`listener_port` gives the bound port. Connection tasks live in
-    ``handler_nursery`` if given, else in a nursery of their own.
-    """
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
-
-    async def serve_one(stream: trio.SocketStream) -> None:
-        try:
-            ws = await accept_websocket(
-                stream,
-                subprotocols=subprotocols,
-                select_subprotocol=select_subprotocol,
-                admit=admit,
-                max_handshake_bytes=max_handshake_bytes,
-                handshake_timeout=handshake_timeout,
-                limits=limits,
-            )
-        except HandshakeError as exc:
-            log.debug("WebSocket handshake failed: %s", exc.reason)
-            return
-        except Exception:
-            log.exception("WebSocket handshake hook failed")
-            return
-        await run_websocket(ws, handler)
-
-    await trio.serve_listeners(
-        serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
-    )
-
-
-def listener_port(listeners: Sequence[trio.SocketListener]) -> int:
-    """The TCP port the first listener is bound to (for ``port=0``)."""
-    port = listeners[0].socket.getsockname()[1]
-    assert isinstance(port, int)
-    return port

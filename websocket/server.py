@@ -1,0 +1,123 @@
+"""The accept loop: serve WebSockets on TCP listeners, one task per connection.
+
+:func:`serve_websockets` puts it together on ``trio.serve_listeners``: each
+accepted TCP connection does the opening handshake
+(:func:`~sinal.websocket.handshake.accept_websocket`) and then
+:func:`run_websocket`, which runs a :data:`ConnectionHandler` beside the
+connection's writer task and closes the connection when the handler is done.
+:func:`listener_port` gives the port a listener is bound to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+import trio
+
+from sinal.websocket.connection import ConnectionClosed, ConnectionLimits, WebSocketConnection
+from sinal.websocket.frames import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE
+from sinal.websocket.handshake import (
+    Admit,
+    HandshakeError,
+    SubprotocolChooser,
+    accept_websocket,
+)
+
+__all__ = [
+    "ConnectionHandler",
+    "listener_port",
+    "run_websocket",
+    "serve_websockets",
+]
+
+log = logging.getLogger(__name__)
+
+ConnectionHandler = Callable[[WebSocketConnection], Awaitable[None]]
+
+
+async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> None:
+    """Run ``handler(ws)`` with the connection's writer beside it, then close.
+
+    The handler returning closes with 1000; :class:`ConnectionClosed` escaping
+    it is normal; any other exception is logged and closes with 1011, and is
+    not re-raised (one connection's failure is not the server's). Cancellation
+    closes with 1001 and propagates.
+    """
+    code, reason = NORMAL_CLOSURE, ""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        try:
+            await handler(ws)
+        except ConnectionClosed:
+            pass
+        except trio.Cancelled:
+            code, reason = GOING_AWAY, "server shutting down"
+            raise
+        except Exception as exc:
+            if isinstance(exc, ExceptionGroup) and exc.split(ConnectionClosed)[1] is None:
+                pass  # only ConnectionClosed, from the handler's own tasks
+            else:
+                log.exception("WebSocket handler failed (%s)", ws.request and ws.request.remote)
+                code, reason = INTERNAL_ERROR, "internal error"
+        finally:
+            with trio.CancelScope(shield=True):  # bounded by close_timeout
+                await ws.close(code, reason)
+
+
+async def serve_websockets(
+    handler: ConnectionHandler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    subprotocols: Sequence[str] = (),
+    select_subprotocol: SubprotocolChooser | None = None,
+    admit: Admit | None = None,
+    handshake_timeout: float = 10.0,
+    max_handshake_bytes: int = 16 * 1024,
+    limits: ConnectionLimits | None = None,
+    backlog: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Listen on ``host:port`` (0: any free port) and serve WebSockets forever.
+
+    Each accepted TCP connection does the handshake (:func:`accept_websocket`
+    with these options) and then :func:`run_websocket` with ``handler``.
+    ``admit`` may raise :class:`Refuse` (e.g. 503 when the pool is full) before
+    the 101. Start with ``listeners = await nursery.start(serve_websockets, ...)``;
+    :func:`listener_port` gives the bound port. Connection tasks live in
+    ``handler_nursery`` if given, else in a nursery of their own.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        try:
+            ws = await accept_websocket(
+                stream,
+                subprotocols=subprotocols,
+                select_subprotocol=select_subprotocol,
+                admit=admit,
+                max_handshake_bytes=max_handshake_bytes,
+                handshake_timeout=handshake_timeout,
+                limits=limits,
+            )
+        except HandshakeError as exc:
+            log.debug("WebSocket handshake failed: %s", exc.reason)
+            return
+        except Exception:
+            log.exception("WebSocket handshake hook failed")
+            return
+        await run_websocket(ws, handler)
+
+    await trio.serve_listeners(
+        serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
+
+
+def listener_port(listeners: Sequence[trio.SocketListener]) -> int:
+    """The TCP port the first listener is bound to (for ``port=0``)."""
+    port = listeners[0].socket.getsockname()[1]
+    assert isinstance(port, int)
+    return port
