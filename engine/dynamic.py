@@ -7,7 +7,7 @@ turns that into a refusal for the client and nothing else is disturbed.
 
 Children are temporary by default (a closed connection is not reopened by the
 server). Permanent or transient children are restarted one for one, with the
-pool's restart intensity and backoff (see `engine.supervisor`).
+pool's restart intensity and backoff (see `engine.spec`).
 
 Per child the pool keeps one small slotted record and one cancel scope; the
 status shows counts and the few children with the deepest inboxes, not the
@@ -27,25 +27,22 @@ from typing import Any
 import trio
 
 from sinal.engine.metrics import ACTOR_RESTARTS, POOL_REFUSED, SHUTDOWN_OVERRUNS
-from sinal.engine.status import ActorState, StatusNode, error_info
-from sinal.engine.supervisor import (
+from sinal.engine.spec import (
     ChildSpec,
     InvalidSpec,
-    ReadyReporter,
     Restart,
     RestartWindow,
     StartFn,
     SupervisorError,
     SupervisorEscalation,
     SupervisorFlags,
-    ask_to_stop,
     backoff_delay,
-    inbox_of,
-    now_or_none,
     should_restart,
     validate_flags,
     validate_spec,
 )
+from sinal.engine.status import ActorState, StatusNode, error_info
+from sinal.engine.supervisor import ReadyReporter, ask_to_stop, inbox_of, now_or_none
 
 __all__ = ["DynamicSupervisor", "PoolFull", "PoolNotRunning"]
 

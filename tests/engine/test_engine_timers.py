@@ -1,4 +1,4 @@
-"""Heartbeat and idle-timeout helpers, in virtual time."""
+"""The heartbeat timer, in virtual time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from sinal.engine.timers import Heartbeat, IdleTimeout, IdleTimeoutError
+from sinal.engine.timers import Heartbeat
 
 
 async def test_heartbeat_beats_on_a_fixed_schedule(autojump_clock: MockClock) -> None:
@@ -67,62 +67,3 @@ def test_heartbeat_interval_must_be_positive(interval: float) -> None:
 
     with pytest.raises(ValueError, match="interval"):
         Heartbeat(interval, beat)
-
-
-async def test_idle_timeout_expires_after_silence(autojump_clock: MockClock) -> None:
-    t0 = trio.current_time()
-    with IdleTimeout(8.0, slack=1.0) as idle:
-        await trio.sleep_forever()
-    assert idle.expired
-    assert trio.current_time() - t0 == pytest.approx(9.0)  # timeout + slack at most
-
-
-async def test_touch_keeps_the_block_alive_and_expiry_follows_the_last_touch(
-    autojump_clock: MockClock,
-) -> None:
-    t0 = trio.current_time()
-    with IdleTimeout(8.0, slack=1.0) as idle:
-        for _ in range(30):  # 30 s of traffic, one message a second
-            await trio.sleep(1.0)
-            idle.touch()
-        last_touch = trio.current_time()
-        await trio.sleep_forever()
-    assert idle.expired
-    silence = trio.current_time() - last_touch
-    assert 8.0 <= silence <= 9.0
-    assert trio.current_time() - t0 > 30
-
-
-async def test_touch_moves_the_deadline_at_most_once_per_slack(
-    autojump_clock: MockClock,
-) -> None:
-    with IdleTimeout(10.0, slack=2.0) as idle:
-        deadlines = set()
-        for _ in range(1000):  # 1000 messages within 1 s
-            await trio.sleep(0.001)
-            idle.touch()
-            assert idle._scope is not None
-            deadlines.add(idle._scope.deadline)
-        assert len(deadlines) == 1
-        assert idle.idle_for == pytest.approx(0.0)
-    assert not idle.expired
-
-
-async def test_idle_timeout_can_raise(autojump_clock: MockClock) -> None:
-    with pytest.raises(IdleTimeoutError, match="no activity for 5s"):
-        with IdleTimeout(5.0, raise_on_expiry=True):
-            await trio.sleep_forever()
-
-
-async def test_a_finished_block_is_not_expired(autojump_clock: MockClock) -> None:
-    with IdleTimeout(5.0, raise_on_expiry=True) as idle:
-        await trio.sleep(1.0)
-    assert not idle.expired
-
-
-async def test_outer_cancellation_is_not_taken_for_idleness(autojump_clock: MockClock) -> None:
-    with trio.move_on_after(1.0) as outer:
-        with IdleTimeout(5.0, raise_on_expiry=True) as idle:
-            await trio.sleep_forever()
-    assert outer.cancelled_caught
-    assert not idle.expired

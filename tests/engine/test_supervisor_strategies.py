@@ -9,6 +9,8 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from sinal.engine import spec as spec_module
+from sinal.engine import supervisor as supervisor_module
 from sinal.engine.supervisor import (
     ChildSpec,
     ChildStartError,
@@ -310,3 +312,9 @@ async def test_spec_and_flags_are_frozen(autojump_clock: MockClock) -> None:
         spec.name = "y"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         SupervisorFlags().intensity = 9  # type: ignore[misc]
+
+
+def test_the_supervisor_module_re_exports_the_spec_names() -> None:
+    for name in supervisor_module.__all__:
+        if name != "Supervisor":
+            assert getattr(supervisor_module, name) is getattr(spec_module, name), name
