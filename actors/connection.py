@@ -28,17 +28,12 @@ import trio
 
 from sinal.actors.hub import Hub
 from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
-from sinal.domain.access import (
-    METRICS_TOPIC,
-    NOTIFICATION_TOPIC,
-    AccessError,
-    Principal,
-    RowFilter,
-    subscription_filter,
-)
+from sinal.domain.access import AccessError, RowFilter, subscription_filter
+from sinal.domain.catalogue import METRICS_TOPIC, NOTIFICATION_TOPIC
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
-from sinal.domain.tokens import TokenError, verify_token
-from sinal.node.log import WS_LOGGER, event
+from sinal.domain.principals import Principal
+from sinal.domain.tokens import TokenError
+from sinal.engine.log import WS_LOGGER, event
 from sinal.protocol import (
     CloseConnection,
     Connect,
@@ -204,25 +199,8 @@ class ConnectionActor:
         return True
 
     async def _authenticate(self, message: Connect) -> Principal:
-        claims = verify_token(self.hub.config.jwt_secret, message.token)
-        if message.user_id is not None and message.user_id != claims.user_id:
-            raise TokenError("auth_failed", "userId does not match the token")
-
-        def lookup(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            try:
-                return conn.execute(
-                    "SELECT id::text AS id, role, is_active, department_id::text AS dept "
-                    "FROM users WHERE id = %s", (claims.user_id,),
-                ).fetchone()
-            except psycopg.errors.InvalidTextRepresentation:
-                return None
-
-        row = await self.hub.db.run(lookup)
-        if row is None:
-            raise TokenError("auth_failed", "unknown user")
-        if not row["is_active"]:
-            raise TokenError("auth_failed", "user is not active")
-        return Principal(str(row["id"]), str(row["role"]), row["dept"])
+        return await self.hub.authenticator.authenticate(
+            message.token, user_id=message.user_id, fresh=True)
 
     # --- receiving ---------------------------------------------------------------------
 

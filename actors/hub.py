@@ -16,8 +16,9 @@ import trio
 
 from sinal.actors.heartbeat import HeartbeatScheduler
 from sinal.actors.topic import Topic
-from sinal.domain.access import ALL_TOPICS, METRICS_TOPIC
+from sinal.domain.catalogue import LOG_TOPICS
 from sinal.domain.db import Database
+from sinal.domain.principals import Authenticator
 from sinal.node.config import Config
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Hub:
     config: Config
     db: Database
     node_id: str
+    authenticator: Authenticator
     topics: dict[str, Topic] = field(default_factory=dict)
     connections_by_user: dict[str, set[ConnectionActor]] = field(default_factory=dict)
     metrics_sinks: set[ConnectionActor] = field(default_factory=set)
@@ -84,8 +86,8 @@ class Hub:
             self.config.websocket_connection_timeout / 1000)
 
     def make_topics(self, head: int) -> None:
-        for name in ALL_TOPICS:
-            if name != METRICS_TOPIC and name not in self.topics:
+        for name in LOG_TOPICS:
+            if name not in self.topics:
                 self.topics[name] = Topic(name, head, ring_size=self.ring_size)
 
     @property

@@ -29,24 +29,14 @@ import trio
 from psycopg.types.json import Jsonb
 
 from sinal.domain.db import Database
+from sinal.domain.notifications import notify_admins
+from sinal.engine.log import PERF_LOGGER, event
 from sinal.node.config import Config
-from sinal.node.log import PERF_LOGGER, event
 
 log = logging.getLogger("sinal.metrics")
 perf_log = logging.getLogger(PERF_LOGGER)  # LOG_PERFORMANCE_METRICS switches it
 
-ALERT_KIND = "performance_alert"
 MAX_METRIC_VALUE = 99_999_999.99  # DECIMAL(10, 2)
-
-_NOTIFY_ADMINS = """
-INSERT INTO notifications (user_id, kind, message, action, sound, push)
-SELECT u.id, %(kind)s, %(message)s, %(action)s,
-       coalesce(p.sound_enabled, true), coalesce(p.frequency, 'immediate') = 'immediate'
-  FROM users u LEFT JOIN notification_preferences p ON p.user_id = u.id
- WHERE u.is_active AND u.role = 'admin'
-   AND (p.user_id IS NULL OR (p.frequency <> 'off'
-        AND (cardinality(p.events) = 0 OR %(kind)s = ANY(p.events))))
-"""
 
 METRIC_TYPES = {
     "averageLatency": "average_latency_ms",
@@ -164,12 +154,8 @@ class MetricsService:
         made = 0
         with conn.transaction():
             for alert in alerts:
-                cur = conn.execute(_NOTIFY_ADMINS, {
-                    "kind": ALERT_KIND,
-                    "message": f"[{self.node_id}] {alert.message}",
-                    "action": Jsonb({"kind": "metrics", "alert": alert.type,
-                                     "severity": alert.severity, "node": self.node_id,
-                                     "value": alert.value, "threshold": alert.threshold}),
-                })
-                made += cur.rowcount
+                action = {"kind": "metrics", "alert": alert.type, "severity": alert.severity,
+                          "node": self.node_id, "value": alert.value,
+                          "threshold": alert.threshold}
+                made += notify_admins(conn, f"[{self.node_id}] {alert.message}", action)
         return made

@@ -1,18 +1,9 @@
-"""Notifications (the seed's "notificações instantâneas"): rules, the producer actor,
-rendering, and delivery of notifications kept for offline users.
-
-Rules (kind -> who):
-- approval_required: a request enters pending_aN -> every active approver_aN;
-- purchase_request_approved / purchase_request_rejected -> the requester;
-- quotation_received: a quotation is added -> the buyers and the request's requester;
-- order_issued: an order is issued -> the requester;
-- delivery_late: an order becomes late -> the buyers and the requester;
-- order_delivered -> the requester.
-
-User preferences (notification_preferences, seed 4.2) are applied in the same INSERT:
-frequency 'off' creates nothing; a non-empty `events` list keeps only those kinds;
-soundEnabled sets `sound`; frequency hourly/daily keeps the notification for the next
-connect instead of pushing it (push = false). Each notifying change is one statement.
+"""The notification actor and its frames: every change this node reads goes through the
+rules of domain/notifications.py, and what they ask for is written to `notifications`
+(idempotently, so several nodes reading the same change create each notification once).
+The row travels the change log like any change and reaches its user's sockets on the
+`notifications` topic as a `notification` frame (`render_notification`); notifications
+kept for an offline user are handed out at their next connect (`deliver_kept`).
 """
 
 from __future__ import annotations
@@ -23,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import trio
-from psycopg.types.json import Jsonb
 
 from sinal.domain.changes import Change
 from sinal.domain.db import Database
+from sinal.domain.notifications import insert_notifications, rules_for, take_kept
 from sinal.protocol import Encoding, Notification, encode
 from sinal.websocket.frames import build_frame
 
@@ -35,71 +26,6 @@ if TYPE_CHECKING:
     from sinal.actors.hub import Hub
 
 log = logging.getLogger("sinal.notifications")
-
-KINDS = ("approval_required", "purchase_request_approved", "purchase_request_rejected",
-         "quotation_received", "order_issued", "delivery_late", "order_delivered")
-
-_INSERT = """
-INSERT INTO notifications (user_id, kind, message, action, source_position, sound, push)
-SELECT u.id, %(kind)s, %(message)s, %(action)s, %(position)s,
-       coalesce(p.sound_enabled, true), coalesce(p.frequency, 'immediate') = 'immediate'
-  FROM users u LEFT JOIN notification_preferences p ON p.user_id = u.id
- WHERE u.is_active
-   AND (u.role = ANY(%(roles)s) OR u.id = ANY(%(users)s::uuid[]))
-   AND (p.user_id IS NULL OR (p.frequency <> 'off'
-        AND (cardinality(p.events) = 0 OR %(kind)s = ANY(p.events))))
-ON CONFLICT (user_id, kind, source_position) DO NOTHING
-"""
-
-
-def rules_for(change: Change) -> list[dict[str, Any]]:
-    """The notifications a change raises, as INSERT parameters (requester ids may be
-    looked up later: `request_id` is set when the requester of a request is meant)."""
-    row = change.row
-    out: list[dict[str, Any]] = []
-
-    def add(kind: str, message: str, action: dict[str, Any], roles: tuple[str, ...] = (),
-            users: tuple[str, ...] = (), request_id: str | None = None) -> None:
-        out.append({"kind": kind, "message": message, "action": action,
-                    "position": change.position, "roles": list(roles), "users": list(users),
-                    "request_id": request_id})
-
-    if change.table == "purchase_requests" and change.op in ("insert", "update"):
-        status = row.get("status")
-        if change.op == "update" and "status" not in (change.changed or {}):
-            return out
-        action = {"kind": "open", "resource": "purchase_request", "id": row.get("id")}
-        title = row.get("title", "")
-        if isinstance(status, str) and status.startswith("pending_a"):
-            level = status[-1]
-            add("approval_required", f"Solicitação '{title}' aguarda aprovação no nível {level}",
-                action, roles=(f"approver_a{level}",))
-        elif status == "approved" and change.op == "update":
-            add("purchase_request_approved", f"Solicitação '{title}' foi aprovada", action,
-                users=(row["requester_id"],))
-        elif status == "rejected":
-            add("purchase_request_rejected", f"Solicitação '{title}' foi rejeitada", action,
-                users=(row["requester_id"],))
-    elif change.table == "quotations" and change.op == "insert":
-        add("quotation_received", "Nova cotação recebida",
-            {"kind": "open", "resource": "quotation", "id": row.get("id"),
-             "purchaseRequestId": row.get("purchase_request_id")},
-            roles=("buyer",), request_id=row.get("purchase_request_id"))
-    elif change.table == "purchase_orders":
-        action = {"kind": "open", "resource": "purchase_order", "id": row.get("id")}
-        if change.op == "insert":
-            add("order_issued", "Pedido de compra emitido", action,
-                request_id=row.get("purchase_request_id"))
-        elif change.op == "update" and "delivery_status" in (change.changed or {}):
-            if row.get("delivery_status") == "late":
-                add("delivery_late",
-                    f"Entrega atrasada (prevista para {row.get('expected_delivery_date')})",
-                    action, roles=("buyer",), request_id=row.get("purchase_request_id"))
-            elif row.get("delivery_status") == "delivered":
-                add("order_delivered", "Pedido entregue", action,
-                    request_id=row.get("purchase_request_id"))
-    return out
-
 
 class NotificationProducer:
     """Derives notifications from every change this node reads (idempotent across nodes)."""
@@ -121,7 +47,8 @@ class NotificationProducer:
             delay = 0.1
             while pending:
                 try:
-                    self.created += await self.db.run(partial(self._insert, pending=pending))
+                    self.created += await self.db.run(
+                        partial(insert_notifications, pending=pending))
                     break
                 except psycopg.OperationalError as exc:
                     # the database is away: keep the batch (nothing is lost), retry with
@@ -130,22 +57,6 @@ class NotificationProducer:
                     log.warning("notification insert failed, retrying in %.1fs: %s", delay, exc)
                     await trio.sleep(delay)
                     delay = min(delay * 2, 5.0)
-
-    @staticmethod
-    def _insert(conn: psycopg.Connection[Any], pending: list[dict[str, Any]]) -> int:
-        created = 0
-        with conn.transaction():
-            for params in pending:
-                users = list(params["users"])
-                if params["request_id"]:
-                    row = conn.execute("SELECT requester_id::text AS r FROM purchase_requests "
-                                       "WHERE id = %s", (params["request_id"],)).fetchone()
-                    if row:
-                        users.append(row["r"] if isinstance(row, dict) else row[0])
-                cur = conn.execute(_INSERT, {**params, "users": users,
-                                             "action": Jsonb(params["action"])})
-                created += cur.rowcount
-        return created
 
 
 def notification_of(row: dict[str, Any], position: int | None) -> Notification:
@@ -175,23 +86,13 @@ def mark_offered(hub: Hub) -> Any:
     return on_offered
 
 
-async def deliver_kept(conn: ConnectionActor) -> None:
+async def deliver_kept(connection: ConnectionActor) -> None:
     """At connect: every notification kept for this user (offline, or not pushed)."""
-    user_id = conn.user_id
-
-    def fetch(db: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-        with db.transaction():
-            rows = db.execute(
-                "UPDATE notifications SET delivered_at = now() WHERE id IN ("
-                " SELECT id FROM notifications WHERE user_id = %s AND delivered_at IS NULL"
-                " ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED) "
-                "RETURNING id, kind, message, action, sound, created_at", (user_id,),
-            ).fetchall()
-        return sorted(rows, key=lambda r: r["id"])
-
-    rows = await conn.hub.db.run(fetch)
+    user_id = connection.user_id
+    rows = await connection.hub.db.run(lambda conn: take_kept(conn, user_id))
+    encoding = connection.encoding
     for row in rows:
-        frame = build_frame(encode(notification_of(row, None), conn.encoding),
-                            text=not conn.encoding.binary)
-        if not conn.offer(frame):
+        frame = build_frame(encode(notification_of(row, None), encoding),
+                            text=not encoding.binary)
+        if not connection.offer(frame):
             break

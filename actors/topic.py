@@ -141,6 +141,14 @@ class Topic:
             inbox_size)
         self._head_lot = trio.lowlevel.ParkingLot()
 
+    @property
+    def version(self) -> int:
+        """The position of the topic's last published change, or its ring floor when it has
+        published none since it started: moves exactly when a change is published (REST
+        ETags are made from it)."""
+        ring = self.ring
+        return ring[-1].change.position if ring else self.ring_floor
+
     async def wait_head(self, position: int) -> None:
         """Return once the topic has published everything up to `position`."""
         while self.head < position:

@@ -31,6 +31,7 @@ from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.fast_reads import FastReads
 from sinal.api.http_rules import (
@@ -107,7 +108,7 @@ def create_app(node: Node) -> QuartTrio:
         g.claims = None
         key = f"ip:{request.remote_addr}"
         try:
-            g.claims = api.tokens.claims(request.headers.get("Authorization"))
+            g.claims = bearer_claims(api.auth.tokens, request.headers.get("Authorization"))
             key = f"user:{g.claims.user_id}"
         except Problem as problem:
             g.auth_problem = problem

@@ -22,15 +22,14 @@ from quart import Response, g
 from quart_trio import QuartTrio
 
 from sinal.actors.hub import RateLimiter
-from sinal.api.auth import PrincipalCache, TokenCache
+from sinal.api.auth import unauthorized
 from sinal.api.freshness import CommitFence
 from sinal.api.problems import PROBLEM_CONTENT_TYPE, Problem
-from sinal.api.reads import topic_version
 from sinal.api.response_cache import ResponseCache
 from sinal.api.stats import HttpMetrics, RequestStats
-from sinal.domain.access import Principal
 from sinal.domain.changes import sequence_changes
 from sinal.domain.db import Database
+from sinal.domain.principals import Authenticator, AuthError, Principal
 
 if TYPE_CHECKING:
     from sinal.node.wiring import Node
@@ -62,8 +61,7 @@ def dump_json(body: Any) -> bytes:
 class ApiContext:
     node: Node
     app: QuartTrio
-    principals: PrincipalCache
-    tokens: TokenCache
+    auth: Authenticator
     limiter: RateLimiter
     responses: ResponseCache
     fence: CommitFence
@@ -73,8 +71,7 @@ class ApiContext:
 
     @classmethod
     def build(cls, node: Node, app: QuartTrio) -> ApiContext:
-        assert node.db is not None and node.hub is not None
-        users_topic = node.hub.topics["user_changed"]
+        assert node.db is not None and node.hub is not None and node.authenticator is not None
         config = node.config
         db = node.db
 
@@ -85,13 +82,12 @@ class ApiContext:
         responses = ResponseCache(config.cache_max_size_mb * 2**20, config.cache_ttl_seconds,
                                   compression_level=config.compression_level,
                                   clock=trio.current_time,
-                                  version_of=lambda topic: topic_version(topics[topic]))
+                                  version_of=lambda topic: topics[topic].version)
         fence = CommitFence(sequence)
         return cls(
             node=node,
             app=app,
-            principals=PrincipalCache(node.db, lambda: topic_version(users_topic)),
-            tokens=TokenCache(config.jwt_secret),
+            auth=node.authenticator,
             limiter=RateLimiter(config.rate_limit_requests_per_minute,
                                 clock=trio.current_time),
             responses=responses,
@@ -142,8 +138,10 @@ class ApiContext:
         claims = getattr(g, "claims", None)
         if claims is None:
             raise g.auth_problem
-        principal: Principal = await self.principals.principal(claims)
-        return principal
+        try:
+            return await self.auth.principal(claims)
+        except AuthError as exc:
+            raise unauthorized(exc.code, str(exc)) from exc
 
     def operator(self) -> bool:
         """A short-lived operator token (minted by `sinal status` with JWT_SECRET)."""

@@ -11,7 +11,7 @@ with the app's own rules and helpers:
 
     GET /api/<list resource>  (no body)
       token    api.tokens          (cached verification, api/auth.py)
-      caller   api.principals.peek (memory only)
+      caller   api.auth.peek (memory only)
       filter   permission_filter   (the same as the view's)
       query    plan_list           (the same parsing, the same ETag)
       answer   304 when the ETag matches (no query); else the cached body (and its gzip
@@ -37,13 +37,14 @@ from urllib.parse import parse_qsl
 import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.http_rules import CORS_EXPOSE_HEADERS, allowed_origins, cors_origin, wants_gzip
 from sinal.api.problems import Problem
 from sinal.api.read_routes import FENCE_SCOPE_KEY, list_headers, not_modified, plan_list
+from sinal.api.resources import RESOURCES, Resource
 from sinal.domain.access import AccessError, permission_filter
 from sinal.domain.db import DB_SCOPE
-from sinal.domain.resources import RESOURCES, Resource
 
 log = logging.getLogger("sinal.api")
 
@@ -107,10 +108,10 @@ class FastReads:
         accept_encoding = found.get(b"accept-encoding")
         origin = found.get(b"origin")
         try:
-            claims = api.tokens.claims(authorization)
+            claims = bearer_claims(api.auth.tokens, authorization)
         except Problem:
             return None
-        principal = api.principals.peek(claims)
+        principal = api.auth.peek(claims)
         if principal is None:
             return None
         bucket = f"user:{claims.user_id}"

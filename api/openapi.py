@@ -11,9 +11,9 @@ from typing import Any
 from sinal.api.preferences import PREFERENCES
 from sinal.api.problems import CODES
 from sinal.api.reads import DEFAULT_LIMIT, MAX_LIMIT
+from sinal.api.resources import RESOURCES, Resource
 from sinal.api.validation import body_schema
 from sinal.api.write_routes import CREATE_REQUEST, ORDER_ACTIONS, REQUEST_ACTIONS
-from sinal.domain.resources import RESOURCES, Resource
 
 _UUID = {"type": "string", "format": "uuid"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -42,7 +42,7 @@ def _field_schema(name: str) -> dict[str, Any]:
 
 def _row_schema(resource: Resource) -> dict[str, Any]:
     return {"type": "object", "required": ["id"],
-            "properties": {f: _field_schema(f) for f in resource.fields}}
+            "properties": {f: _field_schema(f) for f in resource.columns}}
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -6,7 +6,7 @@
 PUT replaces the caller's preferences (a field left out takes its default: every event,
 immediate, sound on, no e-mail). `events` empty means every kind. They apply at once, to
 live sockets too: the notification producer reads them in the same INSERT that creates a
-notification (actors/notifications.py), so the next notification obeys the new settings
+notification (domain/notifications.py), so the next notification obeys the new settings
 with nothing to push to the connections.
 """
 
@@ -17,12 +17,10 @@ from typing import Any
 import psycopg
 from quart import Response, request
 
-from sinal.actors.notifications import KINDS
 from sinal.api.context import ApiContext
 from sinal.api.validation import Field, parse_json, validate
+from sinal.domain.notifications import EVENT_KINDS
 
-ALERT_KIND = "performance_alert"
-EVENT_KINDS = (*KINDS, ALERT_KIND)
 FREQUENCIES = ("immediate", "hourly", "daily", "off")
 
 PREFERENCES = (

@@ -35,17 +35,15 @@ from sinal.api.reads import (
     parse_since,
     read_delta,
     read_page,
-    topic_version,
 )
+from sinal.api.resources import RESOURCES, Resource, parse_fields, project
 from sinal.api.response_cache import Fresh
 from sinal.api.validation import is_uuid
-from sinal.domain.access import AccessError, RowFilter, permission_filter
-from sinal.domain.resources import (
-    RESOURCES,
-    Resource,
+from sinal.domain.access import (
+    AccessError,
+    RowFilter,
     filter_sql,
-    parse_fields,
-    project,
+    permission_filter,
     scope_key,
 )
 
@@ -133,7 +131,7 @@ def plan_list(api: ApiContext, resource: Resource, row_filter: RowFilter,
     if since is not None and cursor is not None:
         raise bad_parameter("cursor", "pages are for full lists; a delta has no cursor")
     assert api.node.hub is not None
-    version = topic_version(api.node.hub.topics[resource.topic])
+    version = api.node.hub.topics[resource.topic].version
     scope = scope_key(row_filter)
     if since is not None:
         etag = make_etag("delta", resource.name, scope, fields, version)

@@ -47,12 +47,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sinal.actors.topic import Topic
 from sinal.api.problems import Problem, bad_parameter
+from sinal.api.resources import Resource
 from sinal.api.validation import is_uuid
-from sinal.domain.access import RowFilter
+from sinal.domain.access import RowFilter, filter_sql
 from sinal.domain.changes import Change, read_changes
-from sinal.domain.resources import Resource, filter_sql
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -129,13 +128,6 @@ def parse_cursor(raw: str | None) -> Cursor | None:
 
 
 # --- ETags ---------------------------------------------------------------------------------
-
-def topic_version(topic: Topic) -> int:
-    """The position of the topic's last published change, or its ring floor when it has
-    published none since it started: changes exactly when a new change is published."""
-    ring = topic.ring
-    return ring[-1].change.position if ring else topic.ring_floor
-
 
 def make_etag(*parts: object) -> str:
     digest = hashlib.blake2b(digest_size=12)

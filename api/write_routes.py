@@ -29,7 +29,8 @@ from sinal.api.context import ApiContext
 from sinal.api.problems import Problem
 from sinal.api.validation import Field, is_uuid, parse_json, validate
 from sinal.domain import workflow
-from sinal.domain.workflow import Actor, WorkflowError
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import WorkflowError
 
 CREATE_REQUEST = (
     Field("title", "string", required=True, max_length=200, minimum=1),
@@ -90,9 +91,8 @@ async def _perform(api: ApiContext, work: Callable[[psycopg.Connection[Any]], di
 def register_writes(api: ApiContext) -> None:
     app = api.app
 
-    async def actor() -> Actor:
-        principal = await api.caller()
-        return Actor(principal.user_id, principal.role, principal.department_id)
+    async def actor() -> Principal:
+        return await api.caller()
 
     @app.post("/api/purchase-requests")
     async def create_purchase_request() -> Response:
@@ -125,7 +125,7 @@ def register_writes(api: ApiContext) -> None:
         return await _act(api, await actor(), spec, order_id, "purchase order", None)
 
 
-async def _act(api: ApiContext, who: Actor,
+async def _act(api: ApiContext, who: Principal,
                spec: Action,
                row_id: str, noun: str, location: str | None) -> Response:
     fields, status, call = spec

@@ -1,8 +1,11 @@
-"""Who may see what: authorisation decided once, at subscribe time, as row filters.
+"""Who may see what: authorisation decided once, at subscribe (or request) time, as row
+filters compiled from the principal and the topic.
 
 A subscription is (topic, filter). The filter is the conjunction of the permission the
 user's role grants on that topic and the client's own filters. Fan-out evaluates it per
-change with a few dict look-ups and nothing else: no query, no role check.
+change with a few dict look-ups and nothing else: no query, no role check. REST reads use
+the same filter: evaluated in Python on change-log rows for deltas, translated to SQL
+(`filter_sql`) for full lists; both compare values the same way (`canonical`).
 
 A filter matches a change when the row after the change matches, or the row before it
 does (so a card that leaves an approver's column reaches that approver, and a delete
@@ -20,6 +23,9 @@ Permissions (the seed's security rules, made precise):
 | user_changed, department_changed | - | - | - | all |
 | metrics | - | - | - | all |
 | notifications | own | own | own | own |
+
+Client filters arrive validated by the protocol (`sinal.protocol.fields.filters`: the one
+validator, with the limits docs/protocol.md documents); here they are only compiled.
 """
 
 from __future__ import annotations
@@ -28,21 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DATA_TOPICS = (
-    "purchase_request_changed",
-    "approval_changed",
-    "quotation_changed",
-    "purchase_order_changed",
-    "supplier_changed",
-    "user_changed",
-    "department_changed",
-)
-NOTIFICATION_TOPIC = "notifications"
-METRICS_TOPIC = "metrics"
-ALL_TOPICS = (*DATA_TOPICS, NOTIFICATION_TOPIC, METRICS_TOPIC)
+from psycopg import sql
 
-MAX_FILTER_FIELDS = 16
-MAX_FILTER_VALUES = 256
+from sinal.domain.catalogue import ALL_TOPICS, NOTIFICATION_TOPIC
+from sinal.domain.principals import Principal
+
 Scalar = str | int | float | bool | None
 
 
@@ -55,25 +51,23 @@ class AccessError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    user_id: str
-    role: str
-    department_id: str | None
-
-
 # A clause: field -> allowed values. A disjunction of clauses ORs them; a filter is a
 # conjunction of disjunctions. Kept as frozen tuples so equal filters hash equal and
 # subscribers with the same filter share one evaluation per change.
 Clause = tuple[tuple[str, frozenset[str]], ...]
 
 
-def _norm(value: Any) -> str:
-    """Values compare as text: JSON rows carry uuids and numerics as strings."""
+# The canonical forms of the three JSON constants; every other value is its text.
+NULL_VALUE, TRUE_VALUE, FALSE_VALUE = "\x00null", "\x00true", "\x00false"
+
+
+def canonical(value: Any) -> str:
+    """The form in which filter values and row values compare: text (JSON rows carry uuids
+    and numerics as strings), with null, true and false kept apart from any text."""
     if value is None:
-        return "\x00null"
+        return NULL_VALUE
     if isinstance(value, bool):
-        return "\x00true" if value else "\x00false"
+        return TRUE_VALUE if value else FALSE_VALUE
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -87,7 +81,7 @@ class RowFilter:
 
     def matches_row(self, row: Mapping[str, Any]) -> bool:
         for group in self.groups:
-            if not any(all(_norm(row.get(f)) in vals for f, vals in clause)
+            if not any(all(canonical(row.get(f)) in vals for f, vals in clause)
                        for clause in group):
                 return False
         return True
@@ -114,7 +108,7 @@ def _clause(**fields: Any) -> Clause:
     for name, values in sorted(fields.items()):
         if not isinstance(values, (list, tuple, set, frozenset)):
             values = [values]
-        out.append((name, frozenset(_norm(v) for v in values)))
+        out.append((name, frozenset(canonical(v) for v in values)))
     return tuple(out)
 
 
@@ -151,30 +145,60 @@ def permission_filter(principal: Principal, topic: str) -> RowFilter:
     raise denied
 
 
-def client_filter(raw: Any) -> RowFilter:
-    """A client's `filters` map: {field: scalar | [scalars]} -> equality / membership."""
-    if raw is None:
+def client_filter(filters: Mapping[str, Any] | None) -> RowFilter:
+    """A client's `filters` ({column: scalar | [scalars]}, already validated by
+    `sinal.protocol.fields.filters`) compiled to equality / membership."""
+    if not filters:
         return EVERYTHING
-    if not isinstance(raw, Mapping):
-        raise AccessError("invalid_filter", "filters must be a map of field to value(s)")
-    if len(raw) > MAX_FILTER_FIELDS:
-        raise AccessError("invalid_filter", f"at most {MAX_FILTER_FIELDS} filter fields")
-    fields: dict[str, Any] = {}
-    for name, value in raw.items():
-        if not isinstance(name, str) or not name.isidentifier() or len(name) > 63:
-            raise AccessError("invalid_filter", f"bad filter field {name!r}")
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if not values or len(values) > MAX_FILTER_VALUES:
-            raise AccessError("invalid_filter",
-                              f"filter {name}: 1 to {MAX_FILTER_VALUES} values")
-        for v in values:
-            if not isinstance(v, (str, int, float, bool)) and v is not None:
-                raise AccessError("invalid_filter", f"filter {name}: values must be scalars")
-        fields[name] = values
-    if not fields:
-        return EVERYTHING
-    return RowFilter(((_clause(**fields),),))
+    return RowFilter(((_clause(**dict(filters)),),))
 
 
 def subscription_filter(principal: Principal, topic: str, raw_filters: Any) -> RowFilter:
     return permission_filter(principal, topic).and_also(client_filter(raw_filters))
+
+
+def scope_key(row_filter: RowFilter) -> str:
+    """A canonical text for a filter: equal filters, equal text, on every node (frozensets
+    do not iterate in a stable order across processes). REST ETags are made from it."""
+    groups = []
+    for group in row_filter.groups:
+        clauses = sorted(
+            ";".join(f"{name}={','.join(sorted(values))}" for name, values in clause)
+            for clause in group
+        )
+        groups.append("|".join(clauses))
+    return "&".join(sorted(groups)) or "*"
+
+
+def filter_sql(row_filter: RowFilter, alias: str = "t") -> tuple[sql.Composable, list[Any]]:
+    """The filter as a WHERE condition over `alias` and its parameters (TRUE when empty):
+    `column::text` compares like `canonical` does on JSON rows."""
+    params: list[Any] = []
+    group_parts: list[sql.Composable] = []
+    for group in row_filter.groups:
+        clause_parts: list[sql.Composable] = []
+        for clause in group:
+            field_parts: list[sql.Composable] = []
+            for name, values in clause:
+                column = sql.Identifier(alias, name)
+                options: list[sql.Composable] = []
+                texts = sorted(v for v in values if not v.startswith("\x00"))
+                if texts:
+                    options.append(sql.SQL("{}::text = ANY(%s)").format(column))
+                    params.append(texts)
+                if NULL_VALUE in values:
+                    options.append(sql.SQL("{} IS NULL").format(column))
+                if TRUE_VALUE in values:
+                    options.append(sql.SQL("{} IS TRUE").format(column))
+                if FALSE_VALUE in values:
+                    options.append(sql.SQL("{} IS FALSE").format(column))
+                if not options:
+                    options.append(sql.SQL("FALSE"))
+                field_parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(options)))
+            clause_parts.append(sql.SQL("({})").format(
+                sql.SQL(" AND ").join(field_parts) if field_parts else sql.SQL("TRUE")))
+        group_parts.append(sql.SQL("({})").format(
+            sql.SQL(" OR ").join(clause_parts) if clause_parts else sql.SQL("FALSE")))
+    if not group_parts:
+        return sql.SQL("TRUE"), params
+    return sql.SQL(" AND ").join(group_parts), params

@@ -1,4 +1,5 @@
-"""The change log's reader rule in Python (see sql/003_change_capture.sql for the proof).
+"""The change log: its rows as `Change`, and the reader rule in Python (see
+sql/003_change_capture.sql for the proof).
 
 `sequence_changes` numbers committed rows; `read_changes` returns sequenced rows after a
 position, in position order. A reader that calls them in a loop with `after` = the last
@@ -15,17 +16,6 @@ import psycopg
 
 CHANGES_CHANNEL = "sinal_changes"  # NOTIFY from the capture trigger: payload = topic
 POSITIONS_CHANNEL = "sinal_positions"  # NOTIFY from the sequencer: payload = new head
-
-TOPIC_BY_TABLE = {
-    "purchase_requests": "purchase_request_changed",
-    "quotations": "quotation_changed",
-    "approvals": "approval_changed",
-    "purchase_orders": "purchase_order_changed",
-    "users": "user_changed",
-    "departments": "department_changed",
-    "suppliers": "supplier_changed",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -2,8 +2,8 @@
 
 Used by the REST write endpoints and by `sinal simulate`. Functions take a psycopg
 connection (autocommit off or on: each opens its own transaction block) and the acting
-user. They raise `WorkflowError` with an HTTP-ish status: 403 wrong role, 404 unknown
-row, 409 invalid transition, 422 bad value.
+user (`who`, a Principal). They raise `WorkflowError` with an HTTP-ish status: 403 wrong
+role, 404 unknown row, 409 invalid transition, 422 bad value.
 
     draft --submit--> pending_a1 --a1--> pending_a2 --a2--> pending_a3 --a3--> approved
     pending_aN --reject--> rejected
@@ -13,7 +13,6 @@ row, 409 invalid transition, 422 bad value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -22,7 +21,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-ROLES = ("requester", "approver_a1", "approver_a2", "approver_a3", "buyer", "admin")
+from sinal.domain.principals import Principal
+
 PENDING = ("pending_a1", "pending_a2", "pending_a3")
 CANCELLABLE = ("draft", *PENDING, "approved", "quoting")
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -34,13 +34,6 @@ class WorkflowError(Exception):
         self.status = status
         self.code = code
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    user_id: str
-    role: str
-    department_id: str | None = None
 
 
 def _amount(value: Any) -> Decimal:
@@ -69,11 +62,11 @@ def _lock_request(conn: psycopg.Connection[Any], request_id: str) -> dict[str, A
 
 
 def _audit(conn: psycopg.Connection[Any], table: str, record: str, action: str,
-           actor: Actor, details: dict[str, Any]) -> None:
+           who: Principal, details: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO audit_logs (table_name, record_id, action, actor_id, details) "
         "VALUES (%s, %s, %s, %s, %s)",
-        (table, record, action, actor.user_id, Jsonb(details)),
+        (table, record, action, who.user_id, Jsonb(details)),
     )
 
 
@@ -87,16 +80,16 @@ def _set_status(conn: psycopg.Connection[Any], request_id: str, status: str) -> 
     return row
 
 
-def create_request(conn: psycopg.Connection[Any], actor: Actor, *, title: str,
+def create_request(conn: psycopg.Connection[Any], who: Principal, *, title: str,
                    amount: Any, items: list[dict[str, Any]] | None = None,
                    description: str = "", department_id: str | None = None,
                    needed_by: date | None = None, submit: bool = False) -> dict[str, Any]:
-    if actor.role not in ("requester", "admin", "buyer"):
-        raise WorkflowError(403, "forbidden", f"role {actor.role} cannot create requests")
+    if who.role not in ("requester", "admin", "buyer"):
+        raise WorkflowError(403, "forbidden", f"role {who.role} cannot create requests")
     if not isinstance(title, str) or not 1 <= len(title.strip()) <= 200:
         raise WorkflowError(422, "invalid_title", "title must be 1-200 characters")
     value = _amount(amount)
-    department = department_id or actor.department_id
+    department = department_id or who.department_id
     if department is None:
         raise WorkflowError(422, "invalid_department", "department_id is required")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -105,46 +98,46 @@ def create_request(conn: psycopg.Connection[Any], actor: Actor, *, title: str,
                 "INSERT INTO purchase_requests (title, description, requester_id, department_id,"
                 " amount, items, status, needed_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING *",
-                (title.strip(), description, actor.user_id, department, value,
+                (title.strip(), description, who.user_id, department, value,
                  Jsonb(items or []), "pending_a1" if submit else "draft", needed_by),
             ).fetchone()
         except (psycopg.errors.ForeignKeyViolation,
                 psycopg.errors.InvalidTextRepresentation) as exc:
             raise WorkflowError(422, "invalid_department", "unknown department_id") from exc
         assert row is not None
-        _audit(conn, "purchase_requests", str(row["id"]), "create", actor, {"submit": submit})
+        _audit(conn, "purchase_requests", str(row["id"]), "create", who, {"submit": submit})
     return row
 
 
-def _requester_step(conn: psycopg.Connection[Any], actor: Actor, request_id: str, *,
+def _requester_step(conn: psycopg.Connection[Any], who: Principal, request_id: str, *,
                     allowed_from: tuple[str, ...], to: str, action: str) -> dict[str, Any]:
     """A step only the request's requester (or an admin) may take: submit, cancel."""
     with conn.transaction():
         req = _lock_request(conn, request_id)
-        if str(req["requester_id"]) != actor.user_id and actor.role != "admin":
+        if str(req["requester_id"]) != who.user_id and who.role != "admin":
             raise WorkflowError(403, "forbidden",
                                 f"only the requester or an admin can {action} a request")
         if req["status"] not in allowed_from:
             raise WorkflowError(409, "invalid_transition",
                                 f"cannot {action} a request in status {req['status']}")
         row = _set_status(conn, request_id, to)
-        _audit(conn, "purchase_requests", request_id, action, actor, {})
+        _audit(conn, "purchase_requests", request_id, action, who, {})
     return row
 
 
-def submit_request(conn: psycopg.Connection[Any], actor: Actor, request_id: str
+def submit_request(conn: psycopg.Connection[Any], who: Principal, request_id: str
                    ) -> dict[str, Any]:
-    return _requester_step(conn, actor, request_id, allowed_from=("draft",),
+    return _requester_step(conn, who, request_id, allowed_from=("draft",),
                            to="pending_a1", action="submit")
 
 
-def decide(conn: psycopg.Connection[Any], actor: Actor, request_id: str, verdict: str,
+def decide(conn: psycopg.Connection[Any], who: Principal, request_id: str, verdict: str,
            comment: str = "") -> dict[str, Any]:
     """Approve or reject at the caller's level. Returns the request after the decision."""
     if verdict not in ("approved", "rejected"):
         raise WorkflowError(422, "invalid_verdict", "verdict must be approved or rejected")
-    if actor.role not in ("approver_a1", "approver_a2", "approver_a3", "admin"):
-        raise WorkflowError(403, "forbidden", f"role {actor.role} cannot approve")
+    if who.role not in ("approver_a1", "approver_a2", "approver_a3", "admin"):
+        raise WorkflowError(403, "forbidden", f"role {who.role} cannot approve")
     with conn.transaction():
         req = _lock_request(conn, request_id)
         status = req["status"]
@@ -152,27 +145,27 @@ def decide(conn: psycopg.Connection[Any], actor: Actor, request_id: str, verdict
             raise WorkflowError(409, "invalid_transition",
                                 f"request is {status}, not waiting for approval")
         level = int(status[-1])
-        if actor.role != "admin" and actor.role != f"approver_a{level}":
+        if who.role != "admin" and who.role != f"approver_a{level}":
             raise WorkflowError(403, "forbidden",
                                 f"request waits for level {level}; you approve at "
-                                f"{actor.role.removeprefix('approver_')}")
+                                f"{who.role.removeprefix('approver_')}")
         conn.execute(
             "INSERT INTO approvals (purchase_request_id, level, approver_id, verdict, comment)"
-            " VALUES (%s, %s, %s, %s, %s)", (request_id, level, actor.user_id, verdict, comment),
+            " VALUES (%s, %s, %s, %s, %s)", (request_id, level, who.user_id, verdict, comment),
         )
         if verdict == "rejected":
             new_status = "rejected"
         else:
             new_status = f"pending_a{level + 1}" if level < 3 else "approved"
         row = _set_status(conn, request_id, new_status)
-        _audit(conn, "purchase_requests", request_id, verdict, actor, {"level": level})
+        _audit(conn, "purchase_requests", request_id, verdict, who, {"level": level})
     return row
 
 
-def add_quotation(conn: psycopg.Connection[Any], actor: Actor, request_id: str, *,
+def add_quotation(conn: psycopg.Connection[Any], who: Principal, request_id: str, *,
                   supplier_id: str, amount: Any, delivery_days: int | None = None,
                   notes: str = "") -> dict[str, Any]:
-    if actor.role not in ("buyer", "admin"):
+    if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers add quotations")
     value = _amount(amount)
     if delivery_days is not None and (isinstance(delivery_days, bool)
@@ -196,13 +189,13 @@ def add_quotation(conn: psycopg.Connection[Any], actor: Actor, request_id: str, 
         if req["status"] == "approved":
             _set_status(conn, request_id, "quoting")
         assert row is not None
-        _audit(conn, "quotations", str(row["id"]), "create", actor, {})
+        _audit(conn, "quotations", str(row["id"]), "create", who, {})
     return row
 
 
-def issue_order(conn: psycopg.Connection[Any], actor: Actor, request_id: str,
+def issue_order(conn: psycopg.Connection[Any], who: Principal, request_id: str,
                 quotation_id: str) -> dict[str, Any]:
-    if actor.role not in ("buyer", "admin"):
+    if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers issue orders")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         req = _lock_request(conn, request_id)
@@ -230,12 +223,12 @@ def issue_order(conn: psycopg.Connection[Any], actor: Actor, request_id: str,
             "INSERT INTO purchase_orders (purchase_request_id, quotation_id, supplier_id, "
             "buyer_id, amount, currency, expected_delivery_date) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
-            (request_id, quotation_id, quote["supplier_id"], actor.user_id, quote["amount"],
+            (request_id, quotation_id, quote["supplier_id"], who.user_id, quote["amount"],
              quote["currency"], expected),
         ).fetchone()
         _set_status(conn, request_id, "ordered")
         assert order is not None
-        _audit(conn, "purchase_orders", str(order["id"]), "issue", actor, {})
+        _audit(conn, "purchase_orders", str(order["id"]), "issue", who, {})
     return order
 
 
@@ -252,9 +245,9 @@ def _lock_order(conn: psycopg.Connection[Any], order_id: str) -> dict[str, Any]:
     return order
 
 
-def mark_delivered(conn: psycopg.Connection[Any], actor: Actor, order_id: str
+def mark_delivered(conn: psycopg.Connection[Any], who: Principal, order_id: str
                    ) -> dict[str, Any]:
-    if actor.role not in ("buyer", "admin"):
+    if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers record deliveries")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         order = _lock_order(conn, order_id)
@@ -267,14 +260,14 @@ def mark_delivered(conn: psycopg.Connection[Any], actor: Actor, order_id: str
         ).fetchone()
         _lock_request(conn, str(order["purchase_request_id"]))
         _set_status(conn, str(order["purchase_request_id"]), "delivered")
-        _audit(conn, "purchase_orders", order_id, "delivered", actor, {})
+        _audit(conn, "purchase_orders", order_id, "delivered", who, {})
     assert row is not None
     return row
 
 
-def mark_in_transit(conn: psycopg.Connection[Any], actor: Actor, order_id: str
+def mark_in_transit(conn: psycopg.Connection[Any], who: Principal, order_id: str
                     ) -> dict[str, Any]:
-    if actor.role not in ("buyer", "admin"):
+    if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers update deliveries")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         order = _lock_order(conn, order_id)
@@ -285,14 +278,14 @@ def mark_in_transit(conn: psycopg.Connection[Any], actor: Actor, order_id: str
             "UPDATE purchase_orders SET delivery_status = 'in_transit', status = 'confirmed' "
             "WHERE id = %s RETURNING *", (order_id,),
         ).fetchone()
-        _audit(conn, "purchase_orders", order_id, "in_transit", actor, {})
+        _audit(conn, "purchase_orders", order_id, "in_transit", who, {})
     assert row is not None
     return row
 
 
-def cancel_request(conn: psycopg.Connection[Any], actor: Actor, request_id: str
+def cancel_request(conn: psycopg.Connection[Any], who: Principal, request_id: str
                    ) -> dict[str, Any]:
-    return _requester_step(conn, actor, request_id, allowed_from=CANCELLABLE,
+    return _requester_step(conn, who, request_id, allowed_from=CANCELLABLE,
                            to="cancelled", action="cancel")
 
 

@@ -13,10 +13,8 @@ import sys
 import time
 from typing import Any
 
+from sinal.engine.log import PERF_LOGGER, WS_LOGGER
 from sinal.node.config import Config
-
-WS_LOGGER = "sinal.ws"
-PERF_LOGGER = "sinal.perf"
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,8 +47,3 @@ def setup_logging(config: Config, stream: Any = None) -> None:
     for noisy in ("hypercorn.access", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
-
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log a named event with structured fields."""
-    if logger.isEnabledFor(level):
-        logger.log(level, name, extra={"fields": {"event": name, **fields}})

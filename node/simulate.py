@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
+from sinal.domain.principals import Principal
 from sinal.domain.workflow import (
-    Actor,
     WorkflowError,
     add_quotation,
     create_request,
@@ -45,8 +45,8 @@ class SimulationResult:
     seconds: float
 
 
-def _actor(user: dict[str, Any]) -> Actor:
-    return Actor(user["id"], user["role"], user["department_id"])
+def _actor(user: dict[str, Any]) -> Principal:
+    return Principal(user["id"], user["role"], user["department_id"])
 
 
 def _pick(conn: psycopg.Connection[Any], sql: str) -> tuple[Any, ...] | None:

@@ -51,14 +51,16 @@ from sinal.actors.metrics_service import AlertThresholds, MetricsService
 from sinal.actors.notifications import NotificationProducer, mark_offered, render_notification
 from sinal.actors.presence import PresenceWriter
 from sinal.actors.server import WebSocketServer, connection_pool
+from sinal.actors.topic import Topic
 from sinal.api.stats import RequestStats, performance_sample, resident_memory_mb
-from sinal.domain.access import NOTIFICATION_TOPIC
+from sinal.domain.catalogue import NOTIFICATION_TOPIC
 from sinal.domain.db import Database
+from sinal.domain.principals import Authenticator
 from sinal.engine.dynamic import DynamicSupervisor
+from sinal.engine.log import event
 from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
 from sinal.node.config import Config
 from sinal.node.embedded import EmbeddedPostgres
-from sinal.node.log import event
 from sinal.node.migrate import apply_migrations
 from sinal.websocket import ConnectionLimits
 
@@ -125,6 +127,7 @@ class Node:
     websocket_url: str = ""
     db: Database | None = None
     hub: Hub | None = None
+    authenticator: Authenticator | None = None
     listener: DatabaseListener | None = None
     pool: DynamicSupervisor | None = None
     root: Supervisor | None = None
@@ -230,7 +233,10 @@ class Node:
     def build_tree(self) -> Supervisor:
         assert self.db is not None
         config = self.config
-        hub = self.hub = Hub(config, self.db, self.node_id)
+        topics: dict[str, Topic] = {}
+        self.authenticator = Authenticator(
+            self.db, config.jwt_secret, lambda: topics["user_changed"].version)
+        hub = self.hub = Hub(config, self.db, self.node_id, self.authenticator, topics=topics)
         hub.make_topics(0)
         notes = hub.topics[NOTIFICATION_TOPIC]
         notes.render = render_notification
@@ -256,7 +262,7 @@ class Node:
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
                                          port=config.websocket_port, limits=self.ws_limits)
-        topics = Supervisor(
+        topic_sup = Supervisor(
             "topics",
             [ChildSpec(name=f"topic:{t.name}", start=t.run, kind="topic")
              for t in hub.topics.values()],
@@ -290,7 +296,7 @@ class Node:
         realtime = Supervisor(
             "realtime",
             [
-                ChildSpec.of(topics),
+                ChildSpec.of(topic_sup),
                 ChildSpec(name="heartbeats", start=hub.heartbeats.run,
                           kind="heartbeat_scheduler"),
                 ChildSpec.of(services),

@@ -8,7 +8,8 @@ import psycopg
 import pytest
 
 from sinal.domain.changes import head_position, read_changes, retained_since, sequence_changes
-from sinal.domain.workflow import Actor, WorkflowError, create_request, decide, submit_request
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import WorkflowError, create_request, decide, submit_request
 from sinal.node.demo import seed_demo
 from sinal.node.migrate import MigrationError, apply_migrations, shipped_migrations
 
@@ -48,7 +49,7 @@ def test_trigger_logs_insert_update_delete_with_changed_fields(db_url: str) -> N
     with psycopg.connect(db_url, autocommit=True) as conn:
         users = seed_demo(conn)
         ana = users["ana@sinal.dev"]
-        actor = Actor(ana["id"], "requester", ana["department_id"])
+        actor = Principal(ana["id"], "requester", ana["department_id"])
         start = sequence_changes(conn)
         req = create_request(conn, actor, title="Notebook", amount="4200.00",
                              items=[{"name": "Notebook", "quantity": 1}])
@@ -103,15 +104,15 @@ def test_only_the_approver_of_the_level_decides(db_url: str) -> None:
         users = seed_demo(conn)
         ana, carla, diego = (users[e] for e in ("ana@sinal.dev", "carla@sinal.dev",
                                                  "diego@sinal.dev"))
-        req = create_request(conn, Actor(ana["id"], "requester", ana["department_id"]),
+        req = create_request(conn, Principal(ana["id"], "requester", ana["department_id"]),
                              title="Cadeira", amount=900, submit=True)
         with pytest.raises(WorkflowError) as info:
-            decide(conn, Actor(diego["id"], "approver_a2"), str(req["id"]), "approved")
+            decide(conn, Principal(diego["id"], "approver_a2"), str(req["id"]), "approved")
         assert info.value.status == 403
-        after = decide(conn, Actor(carla["id"], "approver_a1"), str(req["id"]), "approved")
+        after = decide(conn, Principal(carla["id"], "approver_a1"), str(req["id"]), "approved")
         assert after["status"] == "pending_a2"
         with pytest.raises(WorkflowError) as info:
-            submit_request(conn, Actor(ana["id"], "requester"), str(req["id"]))
+            submit_request(conn, Principal(ana["id"], "requester"), str(req["id"]))
         assert info.value.status == 409
 
 

@@ -3,12 +3,12 @@
 A server frame is never masked (RFC 6455, section 5.1), so the bytes of a
 broadcast are the same for every socket: :func:`build_frame` makes them once
 and the caller hands the very same ``bytes`` object to every connection's
-outbox (``WebSocketConnection.offer`` in :mod:`actors.transport`).
+outbox (``WebSocketConnection.offer`` in :mod:`sinal.websocket.connection`).
 
 Only what the server sends lives here: complete, unfragmented data frames
 (FIN set, opcode text 0x1 or binary 0x2, 7/16/64-bit payload length) and the
 control frames ping, pong and close. Parsing what clients send (masked,
-possibly fragmented) is wsproto's job in :mod:`actors.transport`.
+possibly fragmented) is wsproto's job in :mod:`sinal.websocket.connection`.
 
 Close codes used by the transport are defined here as plain ``int`` constants.
 ``SLOW_CONSUMER`` (4301) is ours: a connection whose outbox overflowed and that

@@ -29,13 +29,14 @@ from hypothesis import strategies as st
 import sinal.api.response_cache as response_cache
 from sinal.actors.hub import RateLimiter
 from sinal.api.app import create_app
-from sinal.api.auth import TokenCache
+from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.fast_reads import FastReads, query_args
 from sinal.api.freshness import CommitFence
 from sinal.api.http_rules import gzip_body
 from sinal.api.problems import Problem
 from sinal.api.response_cache import ENTRY_OVERHEAD_BYTES, Fresh, ResponseCache
+from sinal.domain.principals import TokenCache
 from sinal.domain.tokens import mint_token
 from sinal.node.wiring import Node
 from tests.api.api_support import ADMIN, APPROVER, REQUESTER, Api
@@ -562,28 +563,28 @@ def test_tokens_are_verified_once_and_expire_on_time() -> None:
     cache = TokenCache(SECRET, max_entries=3, clock=lambda: now[0])
     token = mint_token(SECRET, "u1", "admin", ttl_seconds=60, now=issued)
     header = f"Bearer {token}"
-    assert cache.claims(header).user_id == "u1"
-    assert cache.claims(header).user_id == "u1"
+    assert bearer_claims(cache, header).user_id == "u1"
+    assert cache.claims(token).user_id == "u1"
     assert cache.verified == 1
     now[0] = issued + 59.9
-    assert cache.claims(header).user_id == "u1" and cache.verified == 1
+    assert bearer_claims(cache, header).user_id == "u1" and cache.verified == 1
     now[0] = issued + 60
     with pytest.raises(Problem) as expired:
-        cache.claims(header)
-    assert expired.value.code == "token_expired"
+        bearer_claims(cache, header)
+    assert expired.value.code == "token_expired" and expired.value.status == 401
     for bad, code in ((None, "auth_required"), ("Bearer nope", "auth_failed"),
                       (f"Bearer {mint_token('x' * 40, 'u1', 'admin', now=issued)}",
                        "auth_failed")):
         for _ in range(2):
             with pytest.raises(Problem) as refused:
-                cache.claims(bad)
+                bearer_claims(cache, bad)
             assert refused.value.code == code
     assert cache.verified == 6, "failures are never kept"
     tokens = [mint_token(SECRET, f"u{i}", "admin", ttl_seconds=60 + i, now=issued + 30)
               for i in range(10)]
     now[0] = issued + 31
     for token in tokens:
-        cache.claims(f"Bearer {token}")
+        cache.claims(token)
     assert len(cache._claims) <= 3
 
 

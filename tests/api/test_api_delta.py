@@ -191,8 +191,7 @@ def test_filter_sql_agrees_with_the_python_filter(db_url: str,
     groups, clauses and values, NULL included), not only on today's permission filters."""
     from psycopg import sql
 
-    from sinal.domain.access import RowFilter, _clause
-    from sinal.domain.resources import filter_sql
+    from sinal.domain.access import RowFilter, _clause, filter_sql
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         departments = [r[0] for r in conn.execute("SELECT id::text FROM departments")]

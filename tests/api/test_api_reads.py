@@ -130,19 +130,19 @@ async def test_fields_projection(api: Api) -> None:
 
 
 def api_fields() -> tuple[str, ...]:
-    from sinal.domain.resources import RESOURCES
+    from sinal.domain.catalogue import RESOURCES
 
-    return RESOURCES["purchase-requests"].fields
+    return RESOURCES["purchase-requests"].columns
 
 
 async def test_resource_fields_match_the_database(api: Api) -> None:
-    from sinal.domain.resources import RESOURCES
+    from sinal.domain.catalogue import RESOURCES
 
     for resource in RESOURCES.values():
         rows = await api.sql("SELECT column_name FROM information_schema.columns "
                              "WHERE table_name = %s ORDER BY ordinal_position",
                              (resource.table,))
-        assert tuple(r[0] for r in rows) == resource.fields
+        assert tuple(r[0] for r in rows) == resource.columns
 
 
 async def test_gzip_exactly_when_it_should(api: Api) -> None:

@@ -9,7 +9,8 @@ import psycopg
 import trio
 
 from sinal.client.sinal_client import SinalClient
-from sinal.domain.workflow import Actor, create_request, decide
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import create_request, decide
 from sinal.node.embedded import free_port
 from sinal.node.wiring import Node
 from tests.realtime.realtime_support import token_for
@@ -30,10 +31,10 @@ def write(db_url: str, users: dict[str, Any], n: int, tag: str) -> None:
     ana, carla = users["ana@sinal.dev"], users["carla@sinal.dev"]
     with psycopg.connect(db_url, autocommit=True) as conn:
         for i in range(n):
-            req = create_request(conn, Actor(ana["id"], "requester", ana["department_id"]),
+            req = create_request(conn, Principal(ana["id"], "requester", ana["department_id"]),
                                  title=f"{tag}{i}", amount=i, submit=True)
             if i % 2:
-                decide(conn, Actor(carla["id"], "approver_a1"), str(req["id"]), "approved")
+                decide(conn, Principal(carla["id"], "approver_a1"), str(req["id"]), "approved")
         conn.execute("DELETE FROM purchase_requests WHERE title = %s", (f"{tag}0",))
 
 

@@ -19,7 +19,7 @@ class FakeConnection:
 
 def hub_with(node_id: str, *users: str) -> Hub:
     hub = Hub(load_config({"JWT_SECRET": "x" * 40}, env_file=None), db=None,  # type: ignore[arg-type]
-              node_id=node_id)
+              node_id=node_id, authenticator=None)  # type: ignore[arg-type]
     for user in users:
         hub.register(FakeConnection(user))  # type: ignore[arg-type]
     return hub

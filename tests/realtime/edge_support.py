@@ -31,6 +31,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from sinal.actors.connection import ConnectionActor
 from sinal.actors.hub import Hub
 from sinal.domain.db import Database
+from sinal.domain.principals import Authenticator
 from sinal.node.config import Config, load_config
 from sinal.node.wiring import Node
 from sinal.protocol import (
@@ -226,8 +227,8 @@ USER: dict[str, Any] = {"id": "7d0c1a52-0000-4000-8000-000000000001", "role": "a
 
 
 def stub_hub(config: Config, *users: dict[str, Any]) -> Hub:
-    db = StubDatabase({u["id"]: u for u in (users or (USER,))})
-    hub = Hub(config, cast(Database, db), "edge-test")
+    db = cast(Database, StubDatabase({u["id"]: u for u in (users or (USER,))}))
+    hub = Hub(config, db, "edge-test", Authenticator(db, config.jwt_secret, lambda: 0))
     hub.make_topics(0)
     return hub
 

@@ -7,14 +7,15 @@ from typing import Any
 import psycopg
 import trio
 
-from sinal.domain.workflow import Actor, create_request, decide
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import create_request, decide
 from sinal.node.wiring import Node
 from sinal.protocol import DataUpdate, Encoding, Error, Resync
 from tests.realtime.realtime_support import client, token_for
 
 
-def actor(user: dict[str, Any]) -> Actor:
-    return Actor(user["id"], user["role"], user["department_id"])
+def actor(user: dict[str, Any]) -> Principal:
+    return Principal(user["id"], user["role"], user["department_id"])
 
 
 async def test_commit_reaches_subscriber_with_delta_and_offset(

@@ -8,14 +8,15 @@ from typing import Any
 import psycopg
 import trio
 
-from sinal.domain.workflow import Actor, add_quotation, create_request, decide
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import add_quotation, create_request, decide
 from sinal.node.wiring import Node
 from sinal.protocol import Notification
 from tests.realtime.realtime_support import Client, client, token_for
 
 
-def actor(user: dict[str, Any]) -> Actor:
-    return Actor(user["id"], user["role"], user["department_id"])
+def actor(user: dict[str, Any]) -> Principal:
+    return Principal(user["id"], user["role"], user["department_id"])
 
 
 async def next_notification(c: Client, timeout: float = 20) -> Notification:

@@ -10,7 +10,8 @@ import psycopg
 import pytest
 import trio
 
-from sinal.domain.workflow import Actor, create_request
+from sinal.domain.principals import Principal
+from sinal.domain.workflow import create_request
 from sinal.node.wiring import Node
 from sinal.protocol import Notification
 from tests.realtime.realtime_support import client, node_config, token_for
@@ -27,7 +28,7 @@ async def test_both_nodes_deliver_the_same_sequence(
     def write(n: int) -> None:
         with psycopg.connect(db_url, autocommit=True) as conn:
             for i in range(n):
-                create_request(conn, Actor(ana["id"], "requester", ana["department_id"]),
+                create_request(conn, Principal(ana["id"], "requester", ana["department_id"]),
                                title=f"r{i}", amount=i, submit=True)
 
     async with client(one) as c1, client(two) as c2, client(two) as approver:
