@@ -23,11 +23,12 @@ from typing import Any
 import trio
 
 from sinal.actors.hub import Hub
+from sinal.engine.periodic import PeriodicActor
 
 log = logging.getLogger("sinal.cluster")
 
 
-class ClusterPresence:
+class ClusterPresence(PeriodicActor):
     kind = "cluster_presence"
 
     def __init__(self, hub: Hub, redis_url: str, *, prefix: str = "sinal:",
@@ -35,9 +36,9 @@ class ClusterPresence:
                  ) -> None:
         import redis
 
+        super().__init__("cluster_presence", interval, first_after=0, registry=hub.registry)
         self.hub = hub
         self.prefix = prefix
-        self.interval = interval
         self.ttl = max(1, int(interval * 3))
         self.describe_node = describe or (lambda: {})
         self.client: Any = redis.Redis.from_url(redis_url, socket_timeout=5,
@@ -103,14 +104,15 @@ class ClusterPresence:
                     if n != self.hub.node_id)
         return total + self.hub.active_connections
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def on_start(self) -> None:
         await trio.to_thread.run_sync(self.client.ping)  # fail the start if Redis is away
-        task_status.started()
+
+    async def tick(self) -> None:
+        await self.publish_once()
+
+    async def main(self) -> None:
         try:
-            while True:
-                await self.publish_once()
-                await trio.sleep(self.interval)
+            await super().main()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:

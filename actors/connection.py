@@ -2,18 +2,20 @@
 authorisation, heartbeats both ways, idle timeout, rate limit, slow-consumer policy, resume.
 
 Tasks of one connection (all in its own nursery): the transport's writer, the receive
-loop (this actor's inbox is the socket) and a control task (acts on silence and slow
-consumption). Heartbeats out and silence checks come from the node's HeartbeatScheduler
-(actors/heartbeat.py: one task for all sockets). Topics write to the socket only through
-`offer` (never blocks).
+loop (what the client sends) and the control loop over this actor's inbox (`Lagged` from
+topics, `SilenceTimeout` from the node's HeartbeatScheduler, which beats for every socket
+from one task; a stop request from the pool). Subscribing asks the topic through its
+inbox. Topics write frames straight into the socket's outbox through `offer` (never
+blocks): the one place where the hot path skips a channel (actors/topic.py).
 
 Slow-consumer policy (docs/protocol.md): when the outbox is over its bound, the transport
-refuses every offer; each topic that had a frame for us ends our subscription and calls
-`lagged(topic, last_position)`. The lag handler waits (up to WEBSOCKET_CONNECTION_TIMEOUT)
-for room, sends `resync {topic, offset: last_position, reason: "slow_consumer"}` for each
-ended subscription, and accepts offers again. The client resubscribes with
+refuses every offer; each topic that had a frame for us ends our subscription and posts
+`Lagged`. The control loop waits (up to WEBSOCKET_CONNECTION_TIMEOUT) for room, sends
+`resync {topic, offset: last_position, reason: "slow_consumer"}` for each ended
+subscription, and accepts offers again. The client resubscribes with
 `since: {topic: offset}` and loses nothing. A client that does not drain in time is
-closed with 4301 slow_consumer. The server never holds more than the outbox bound.
+closed with 4301 slow_consumer. The server never holds more than the outbox bound. Once
+the connection is closing, control messages are dropped: nothing more is said.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,10 +33,11 @@ import trio
 from sinal.actors.hub import Hub
 from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
 from sinal.domain.access import AccessError, RowFilter, subscription_filter
-from sinal.domain.catalogue import METRICS_TOPIC, NOTIFICATION_TOPIC
+from sinal.domain.catalogue import LOG_TOPICS, METRICS_TOPIC, NOTIFICATION_TOPIC
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
 from sinal.domain.principals import Principal
 from sinal.domain.tokens import TokenError
+from sinal.engine.actor import Actor
 from sinal.engine.log import WS_LOGGER, event
 from sinal.protocol import (
     CloseConnection,
@@ -61,23 +66,40 @@ CATCH_UP_ROUNDS = 8
 RATE_WINDOW = 60.0  # seconds: over-budget frames are counted per window
 
 
-class ConnectionActor:
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """A topic ended this subscription: the outbox was full (or the topic failed)."""
+
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceTimeout:
+    """Nothing was received for WEBSOCKET_CONNECTION_TIMEOUT."""
+
+
+Control = Lagged | SilenceTimeout
+# Room for one Lagged per topic and a timeout: a topic reports a subscription at most once.
+CONTROL_INBOX = len(LOG_TOPICS) + 4
+
+
+class ConnectionActor(Actor[Control]):
     kind = "connection"
 
     def __init__(self, ws: WebSocketConnection, hub: Hub, encoding: Encoding) -> None:
+        self.session_id = uuid.uuid4().hex
+        super().__init__(f"ws:{self.session_id[:12]}", capacity=CONTROL_INBOX,
+                         registry=hub.registry, unique_name=False)
         self.ws = ws
         self.hub = hub
         self.encoding = encoding
-        # topics call offer once per subscriber per batch: skip a Python frame
-        self.offer = ws.offer  # type: ignore[method-assign]
+        # The Sink's offer is the socket outbox's own (topics call it once per subscriber
+        # per batch: no Python frame of ours in between).
+        self.offer: Callable[[bytes], bool] = ws.offer
         self.session = ServerSession(encoding)
-        self.session_id = uuid.uuid4().hex
         self.user_id = ""
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
-        self._lagged: dict[str, int] = {}
-        self._lag_event = trio.Event()  # wakes _control: lag or silence
-        self._silent = False
         self.beating = False  # registered with the hub's HeartbeatScheduler
         self.last_seen = trio.current_time()
         self.started_at = time.time()
@@ -87,29 +109,28 @@ class ConnectionActor:
         self.last_rate_error = -1.0
         self.closing = False
 
-    # --- Sink (called synchronously by topics) ------------------------------------------
+    # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---
 
-    def offer(self, frame: bytes) -> bool:
-        return self.ws.offer(frame)
+    def lagged(self, subscription: Subscription) -> None:
+        if not self.ref.try_send(Lagged(subscription)):
+            log.error("%s: control inbox full, a slow-consumer notice was dropped", self.name)
 
-    def lagged(self, topic: str, last_position: int) -> None:
-        self.subscriptions.pop(topic, None)
-        self._lagged[topic] = min(last_position, self._lagged.get(topic, last_position))
-        self._lag_event.set()
+    def timed_out(self) -> None:
+        self.ref.try_send(SilenceTimeout())
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[ConnectionActor]
-                  = trio.TASK_STATUS_IGNORED) -> None:
+    async def main(self) -> None:
         """Serve the socket until it closes. The transport's writer must already run."""
-        task_status.started(self)
         try:
             if not await self._handshake():
                 return
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._control)
-                await self._receive_loop()
+                nursery.start_soon(self._receive_then_stop, nursery.cancel_scope)
+                await self._control()
                 nursery.cancel_scope.cancel()
+            if self.stop_requested and not self.closing:
+                await self.close(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
         except* ConnectionClosed:
             pass  # closed by the peer, or by us (timer, lag handler) while receiving
         finally:
@@ -144,7 +165,7 @@ class ConnectionActor:
     # --- handshake ---------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
-        timeout = self.hub.config.websocket_connection_timeout / 1000
+        timeout = self.hub.settings.connection_timeout
         with trio.move_on_after(timeout) as scope:
             frame = await self.ws.receive()
         if scope.cancelled_caught:
@@ -170,12 +191,12 @@ class ConnectionActor:
             return False
         self.principal = principal
         self.user_id = principal.user_id
-        config = self.hub.config
+        settings = self.hub.settings
         welcome = Welcome(
             session_id=self.session_id,
             server_time=int(time.time() * 1000),
-            heartbeat_interval=config.websocket_heartbeat_interval,
-            connection_timeout=config.websocket_connection_timeout,
+            heartbeat_interval=settings.heartbeat_interval_ms,
+            connection_timeout=settings.connection_timeout_ms,
             user_id=principal.user_id,
             role=principal.role,
             ref=received.ref,
@@ -239,7 +260,7 @@ class ConnectionActor:
     async def _over_budget(self, ref: Any) -> bool:
         """Drop the frame; error at most once a second; close past twice the budget.
         Returns True when the connection was closed."""
-        budget = self.hub.config.rate_limit_requests_per_minute
+        budget = self.hub.settings.rate_limit_per_minute
         now = trio.current_time()
         if now - self.over_window_start >= RATE_WINDOW:
             self.over_window_start, self.over_budget = now, 0
@@ -294,20 +315,23 @@ class ConnectionActor:
         assert self.principal is not None
         if row_filter is None:
             row_filter = subscription_filter(self.principal, name, None)
+        topic = self.hub.topics[name]
         old = self.subscriptions.pop(name, None)
         if old is not None:
-            self.hub.topics[name].unsubscribe(old)
-        self._lagged.pop(name, None)
-        topic = self.hub.topics[name]
+            topic.leave(old)
         if since is not None and since > topic.head:
             head = await self.hub.db.run(head_position)
             if since > head:
                 self._send(Resync(topic=name, offset=topic.head, reason="offset_ahead"))
                 return
         for _ in range(CATCH_UP_ROUNDS):
-            result = topic.subscribe(self, row_filter, since)
+            result = await topic.request_subscription(self, row_filter, since)
+            if result is None:
+                break  # the topic failed while deciding: start over from a resync
             if isinstance(result, Joined):
-                self.subscriptions[name] = result.subscription
+                sub = self.subscriptions[name] = result.subscription
+                if not sub.active:  # lagged before we recorded it: its notice was dropped
+                    self.lagged(sub)
                 return
             if isinstance(result, Replay):
                 for entry in result.entries:
@@ -356,14 +380,14 @@ class ConnectionActor:
         for topic in message.events:
             sub = self.subscriptions.pop(topic, None)
             if sub is not None:
-                self.hub.topics[topic].unsubscribe(sub)
+                self.hub.topics[topic].leave(sub)
             if topic == METRICS_TOPIC:
                 self.hub.metrics_sinks.discard(self)
         self._send(Unsubscribed(events=tuple(message.events), ref=message.ref))
 
     def _end_subscriptions(self) -> None:
         for name, sub in self.subscriptions.items():
-            self.hub.topics[name].unsubscribe(sub)
+            self.hub.topics[name].leave(sub)
         self.subscriptions.clear()
         self.hub.metrics_sinks.discard(self)
 
@@ -372,34 +396,33 @@ class ConnectionActor:
 
         await deliver_kept(self)
 
-    # --- timers and slow consumers -----------------------------------------------------------
+    # --- control -----------------------------------------------------------------------
 
-    def timed_out(self) -> None:
-        """Called by the hub's HeartbeatScheduler: nothing received for the timeout."""
-        self._silent = True
-        self._lag_event.set()
+    async def _receive_then_stop(self, scope: trio.CancelScope) -> None:
+        await self._receive_loop()
+        scope.cancel()  # we closed while receiving (a bad frame, over budget)
 
     async def _control(self) -> None:
-        """Acts on what the scheduler and the topics report: silence, slow consumption."""
-        config = self.hub.config
-        grace = config.websocket_connection_timeout / 1000
-        while True:
-            await self._lag_event.wait()
-            self._lag_event = trio.Event()
-            if self._silent:
+        """Acts on the inbox: slow consumption reported by topics, silence. Returns when
+        it closed the connection, or when a stop was requested."""
+        grace = self.hub.settings.connection_timeout
+        async for message in self.messages():
+            if self.closing:
+                continue  # closing (by us or the peer): nothing more is said
+            if isinstance(message, SilenceTimeout):
                 await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
-                                 f"nothing received for {config.websocket_connection_timeout} ms")
+                                 f"nothing received for "
+                                 f"{self.hub.settings.connection_timeout_ms} ms")
                 return
-            if not self._lagged:
-                continue
+            sub = message.subscription
+            if self.subscriptions.get(sub.topic) is not sub:
+                continue  # already replaced (resubscribed) or ended
+            del self.subscriptions[sub.topic]
             with trio.move_on_after(grace) as scope:
-                while self._lagged:
-                    topic, offset = next(iter(self._lagged.items()))
-                    del self._lagged[topic]
-                    payload = self.session.send(Resync(topic=topic, offset=offset,
-                                                       reason="slow_consumer"))
-                    await self.ws.send_message(
-                        payload if self.encoding.binary else payload.decode())
+                payload = self.session.send(Resync(topic=sub.topic, offset=sub.last_position,
+                                                   reason="slow_consumer"))
+                await self.ws.send_message(
+                    payload if self.encoding.binary else payload.decode())
                 self.ws.clear_slow()
             if scope.cancelled_caught:
                 await self.close(ErrorCode.SLOW_CONSUMER,

@@ -1,6 +1,6 @@
 """Housekeeping actor: keeps the tables that only grow from growing forever.
 
-Every `interval` seconds (hourly by default) it deletes, in batches of `batch` rows:
+At start and every `interval` seconds (hourly by default) it deletes, in batches of `batch` rows:
 - change_log rows older than SINAL_RETENTION_HOURS (only sequenced ones: a row still
   waiting for its position is never touched). A client resuming from before the oldest
   kept position gets `resync` (WebSocket) or 410 (REST), as documented;
@@ -16,9 +16,10 @@ import logging
 from typing import Any
 
 import psycopg
-import trio
 
 from sinal.domain.db import Database
+from sinal.engine.periodic import PeriodicActor
+from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.housekeeping")
 
@@ -31,14 +32,14 @@ _TARGETS = (
 )
 
 
-class Housekeeping:
+class Housekeeping(PeriodicActor):
     kind = "housekeeping"
 
     def __init__(self, db: Database, retention_hours: int, *, interval: float = 3600.0,
-                 batch: int = 10_000) -> None:
+                 batch: int = 10_000, registry: Registry | None = None) -> None:
+        super().__init__("housekeeping", interval, first_after=0, registry=registry)
         self.db = db
         self.retention_hours = retention_hours
-        self.interval = interval
         self.batch = batch
         self.deleted: dict[str, int] = {}
 
@@ -69,9 +70,5 @@ class Housekeeping:
             log.info("housekeeping deleted %s", counts)
         return counts
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        task_status.started()
-        while True:
-            await self.sweep_once()
-            await trio.sleep(self.interval)
+    async def tick(self) -> None:
+        await self.sweep_once()

@@ -1,94 +1,54 @@
-"""The realtime hub of a node: what connection actors share.
+"""What the realtime actors of one node share, built once by the composition root (node/)
+with every part it holds -- nothing is filled in later.
 
-Topics by name, the database, settings, the per-user rate limiter, the user -> live
-connections index (for notifications and preference changes) and counters. It holds no
-task of its own; the actors that use it are started by engine.node under the supervisor.
+Topics by name, the database, the settings, the one `Authenticator`, the per-user rate
+limiter, the node's actor registry, the presence writer, the heartbeat scheduler, the
+user -> live connections index (for notifications and, later, revocations) and counters.
+It runs no task of its own: the actors that use it are started under the node's
+supervisor tree.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from sinal.actors.heartbeat import HeartbeatScheduler
+from sinal.actors.presence import PresenceWriter
+from sinal.actors.settings import RealtimeSettings
 from sinal.actors.topic import Topic
-from sinal.domain.catalogue import LOG_TOPICS
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
-from sinal.node.config import Config
+from sinal.domain.ratelimit import RateLimiter
+from sinal.engine.registry import Registry
 
 if TYPE_CHECKING:
     from sinal.actors.connection import ConnectionActor
-    from sinal.actors.presence import PresenceWriter
 
 
-class RateLimiter:
-    """Token bucket per key: `per_minute` tokens, refilled continuously.
-
-    `clock` is injectable (trio.current_time in actors, so tests run in virtual time).
-    """
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str, cost: float = 1.0) -> bool:
-        now = self.clock()
-        tokens, stamp = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - stamp) * self.rate)
-        if tokens >= cost:
-            self._buckets[key] = (tokens - cost, now)
-            return True
-        self._buckets[key] = (tokens, now)
-        return False
-
-    def retry_after(self, key: str, cost: float = 1.0) -> float:
-        tokens, _ = self._buckets.get(key, (self.capacity, 0.0))
-        return max(0.0, (cost - tokens) / self.rate)
-
-    def forget_idle(self) -> None:
-        """Drop full buckets (keeps memory bounded by active users)."""
-        now = self.clock()
-        for key, (tokens, stamp) in list(self._buckets.items()):
-            if tokens + (now - stamp) * self.rate >= self.capacity:
-                del self._buckets[key]
-
-
-@dataclass
 class Hub:
-    config: Config
-    db: Database
-    node_id: str
-    authenticator: Authenticator
-    topics: dict[str, Topic] = field(default_factory=dict)
-    connections_by_user: dict[str, set[ConnectionActor]] = field(default_factory=dict)
-    metrics_sinks: set[ConnectionActor] = field(default_factory=set)
-    presence: PresenceWriter | None = None
-    rate_limiter: RateLimiter | None = None
-    ring_size: int = 4096
-    connections_total: int = 0
-    refused_total: int = 0
-    closed_by_code: dict[int, int] = field(default_factory=dict)
-    heartbeats: HeartbeatScheduler = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.rate_limiter is None:
-            self.rate_limiter = RateLimiter(self.config.rate_limit_requests_per_minute,
-                                            clock=trio.current_time)
-        self.heartbeats = HeartbeatScheduler(
-            self.config.websocket_heartbeat_interval / 1000,
-            self.config.websocket_connection_timeout / 1000)
-
-    def make_topics(self, head: int) -> None:
-        for name in LOG_TOPICS:
-            if name not in self.topics:
-                self.topics[name] = Topic(name, head, ring_size=self.ring_size)
+    def __init__(self, settings: RealtimeSettings, db: Database, node_id: str,
+                 authenticator: Authenticator, topics: Mapping[str, Topic], *,
+                 registry: Registry, presence: PresenceWriter | None = None,
+                 rate_limiter: RateLimiter | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.node_id = node_id
+        self.authenticator = authenticator
+        self.topics = dict(topics)
+        self.registry = registry
+        self.presence = presence
+        self.rate_limiter = rate_limiter or RateLimiter(settings.rate_limit_per_minute,
+                                                        clock=trio.current_time)
+        self.heartbeats = HeartbeatScheduler(settings.heartbeat_interval,
+                                             settings.connection_timeout)
+        self.connections_by_user: dict[str, set[ConnectionActor]] = {}
+        self.metrics_sinks: set[ConnectionActor] = set()
+        self.connections_total = 0
+        self.refused_total = 0
+        self.closed_by_code: dict[int, int] = {}
 
     @property
     def active_connections(self) -> int:
@@ -121,7 +81,7 @@ class Hub:
             "topics": {
                 name: {"subscribers": t.subscribers, "head": t.head, "ring": len(t.ring),
                        "ringFloor": t.ring_floor, "framesOut": t.frames_out,
-                       "lagged": t.lagged, "inbox": t.inbox_depth()}
+                       "lagged": t.lagged_total, "inbox": t.ref.depth}
                 for name, t in self.topics.items()
             },
         }

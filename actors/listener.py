@@ -3,28 +3,33 @@
 It LISTENs on `sinal_changes` (writers' triggers) and `sinal_positions` (the sequencer of
 any node). On every wake-up, and on a poll tick when nothing wakes it, it runs the
 sequencer and reads the change log after its last position (the reader rule of
-sql/003_change_capture.sql), then hands each topic its part of the batch.
+sql/003_change_capture.sql), then sends each topic its part of the batch and the
+notification producer every change, through their inboxes (found by name in the node's
+registry when the listener starts). Its own inbox takes `CatchUpNow`: read the log now.
 
-Waiting is Trio-native (DESIGN.md decision 3): a sync psycopg connection in autocommit,
-`trio.lowlevel.wait_readable(fd)`, then `conn.notifies(timeout=0)` -- never
-`pgconn.notifies()`, which would lose notifications psycopg moved to its backlog.
+Waiting is Trio-native (docs/architecture.md, "Trio-native LISTEN"): a sync psycopg
+connection in autocommit, `trio.lowlevel.wait_readable(fd)`, then `conn.notifies(timeout=0)`
+-- never `pgconn.notifies()`, which would lose notifications psycopg moved to its backlog.
 Queries run on the pool in worker threads.
 
-On connection loss `run` raises; its supervisor restarts it with backoff, and since the
+On connection loss the actor fails; its supervisor restarts it with backoff, and since the
 position lives on the object, the new run catches up from exactly where the old one was.
+The first run starts at the log's head (history is served by replay from the table) and
+tells every topic so with an empty batch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import trio
 
-from sinal.actors.topic import Topic, TopicBatch
+from sinal.actors.topic import TopicBatch
 from sinal.domain.changes import (
     CHANGES_CHANNEL,
     POSITIONS_CHANNEL,
@@ -34,30 +39,42 @@ from sinal.domain.changes import (
     sequence_changes,
 )
 from sinal.domain.db import Database
+from sinal.engine.actor import Actor, ActorRef
+from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.listener")
 
 READ_LIMIT = 2000
+LISTENER_NAME = "database_listener"
 
 
-class DatabaseListener:
+@dataclass(frozen=True, slots=True)
+class CatchUpNow:
+    """Read the log now instead of at the next notification or poll tick."""
+
+
+class DatabaseListener(Actor[CatchUpNow]):
     kind = "database_listener"
 
-    def __init__(self, db: Database, topics: Mapping[str, Topic], *,
+    def __init__(self, db: Database, topics: Sequence[str], *, registry: Registry | None = None,
                  poll_interval: float = 1.0, start_position: int | None = None,
-                 on_changes: Callable[[list[Change]], Awaitable[None]] | None = None) -> None:
+                 changes_to: str | None = None) -> None:
+        super().__init__(LISTENER_NAME, capacity=4, registry=registry)
         self.db = db
-        self.topics = topics
+        self.topic_names = tuple(topics)
+        self.changes_to = changes_to  # the actor that gets every change (notifications)
         self.poll_interval = poll_interval
         self.position = start_position if start_position is not None else -1
-        self.on_changes = on_changes
         self.head_seen = 0  # the sequencer's head at the last read
         self.last_read_at = 0.0
         self.changes_read = 0
         self.wakeups = 0
         self.listen_conn: psycopg.Connection[Any] | None = None
         self.runs = 0  # completed starts (first one and every restart)
+        self._topics: dict[str, ActorRef[Any]] = {}
+        self._consumer: ActorRef[Any] | None = None
         self._runs_lot = trio.lowlevel.ParkingLot()
+        self._wait: trio.CancelScope | None = None
 
     @property
     def lag(self) -> int:
@@ -77,33 +94,56 @@ class DatabaseListener:
 
         return await self.db.run(work)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    # --- the actor -------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Find the consumers, connect, LISTEN, and catch up before reporting ready."""
+        self._topics = {name: self.registry.require(f"topic:{name}")
+                        for name in self.topic_names}
+        self._consumer = self.registry.require(self.changes_to) if self.changes_to else None
         if self.position < 0:
             self.position = await self.initial_position()
-            for topic in self.topics.values():
-                topic.head = max(topic.head, self.position)
-                topic.ring_floor = max(topic.ring_floor, self.position)
+            await self.dispatch([], up_to=self.position)  # tells the topics where they start
         conn = await trio.to_thread.run_sync(self._connect)
         self.listen_conn = conn
         try:
             await self.catch_up()  # whatever committed while we were not listening
-            task_status.started()
-            self.runs += 1
-            self._runs_lot.unpark_all()
-            while True:
-                with trio.move_on_after(self.poll_interval):
-                    await trio.lowlevel.wait_readable(conn.pgconn.socket)
-                self.wakeups += 1
-                # Drain here: with timeout=0 psycopg only reads what the socket already
-                # holds, so no thread hop on the hot path. It raises OperationalError when
-                # the server went away.
-                if self._drain(conn) == 0:
-                    # a poll tick: prove the connection is alive (a dead peer is silent)
-                    await trio.to_thread.run_sync(self._ping, conn)
-                await self.catch_up()
+        except BaseException:
+            await self._disconnect()
+            raise
+        self.runs += 1
+        self._runs_lot.unpark_all()
+
+    async def main(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._follow)
+                async for _ in self.messages():
+                    if self._wait is not None:
+                        self._wait.cancel()  # wake the follower: it reads at once
+                nursery.cancel_scope.cancel()  # stop requested
         finally:
-            self.listen_conn = None
+            await self._disconnect()
+
+    async def _follow(self) -> None:
+        conn = self.listen_conn
+        assert conn is not None
+        while True:
+            with trio.move_on_after(self.poll_interval) as self._wait:
+                await trio.lowlevel.wait_readable(conn.pgconn.socket)
+            self._wait = None
+            self.wakeups += 1
+            # Drain here: with timeout=0 psycopg only reads what the socket already holds,
+            # so no thread hop on the hot path. It raises OperationalError when the server
+            # went away.
+            if self._drain(conn) == 0:
+                # a poll tick: prove the connection is alive (a dead peer is silent)
+                await trio.to_thread.run_sync(self._ping, conn)
+            await self.catch_up()
+
+    async def _disconnect(self) -> None:
+        conn, self.listen_conn = self.listen_conn, None
+        if conn is not None:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(conn.close)
 
@@ -147,14 +187,17 @@ class DatabaseListener:
                 return
 
     async def dispatch(self, changes: list[Change], up_to: int | None = None) -> None:
-        end = changes[-1].position if changes else (up_to or self.position)
+        """Send every topic its part of (position, end], and the consumer every change."""
+        end = changes[-1].position if changes else (up_to if up_to is not None
+                                                    else self.position)
         by_topic: dict[str, list[Change]] = {}
         for change in changes:
             by_topic.setdefault(change.topic, []).append(change)
-        for name, topic in self.topics.items():
-            await topic.send_channel.send(TopicBatch(tuple(by_topic.get(name, ())), end))
-        if self.on_changes is not None and changes:
-            await self.on_changes(changes)
+        since = self.position
+        for name, ref in self._topics.items():
+            await ref.send(TopicBatch(tuple(by_topic.get(name, ())), since, end))
+        if self._consumer is not None and changes:
+            await self._consumer.send(changes)
         self.changes_read += len(changes)
         self.position = end
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import trio
-
 from sinal.actors.hub import Hub
+from sinal.engine.periodic import PeriodicActor
 from sinal.protocol import Encoding, Metrics, encode
 from sinal.websocket.frames import build_frame
 
 
-class MetricsPublisher:
+class MetricsPublisher(PeriodicActor):
     kind = "metrics_publisher"
 
     def __init__(self, hub: Hub, gather: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
                  interval: float = 5.0) -> None:
+        super().__init__("metrics_publisher", interval, registry=hub.registry)
         self.hub = hub
         self.gather = gather
-        self.interval = interval
         self.published = 0
 
     def publish_once(self) -> int:
@@ -43,9 +42,5 @@ class MetricsPublisher:
         self.published += 1
         return sent
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval)
-            self.publish_once()
+    async def tick(self) -> None:
+        self.publish_once()

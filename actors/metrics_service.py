@@ -1,6 +1,7 @@
 """MetricsService actor: performance_metrics rows and the seed's AlertManager (8.2).
 
-Every METRICS_COLLECTION_INTERVAL it samples the node (api.stats.performance_sample),
+Every METRICS_COLLECTION_INTERVAL it samples the node (a callable the composition root
+gives it),
 writes one performance_metrics row per metric (metadata: the node), and checks:
 
 | alert | when | severity |
@@ -25,13 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import trio
 from psycopg.types.json import Jsonb
 
 from sinal.domain.db import Database
 from sinal.domain.notifications import notify_admins
 from sinal.engine.log import PERF_LOGGER, event
-from sinal.node.config import Config
+from sinal.engine.periodic import PeriodicActor
+from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.metrics")
 perf_log = logging.getLogger(PERF_LOGGER)  # LOG_PERFORMANCE_METRICS switches it
@@ -55,10 +56,6 @@ class AlertThresholds:
     max_memory_mb: float = 512.0
     max_connections: float = 800.0
 
-    @classmethod
-    def from_config(cls, config: Config) -> AlertThresholds:
-        return cls(max_latency_ms=float(config.performance_alert_threshold_ms),
-                   max_connections=config.max_concurrent_connections * 0.8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,26 +91,23 @@ def check_metrics(sample: Mapping[str, float], limits: AlertThresholds) -> list[
     return alerts
 
 
-class MetricsService:
+class MetricsService(PeriodicActor):
     kind = "metrics_service"
 
     def __init__(self, db: Database, sample: Callable[[], Mapping[str, float]], *,
-                 interval: float, limits: AlertThresholds, node_id: str) -> None:
+                 interval: float, limits: AlertThresholds, node_id: str,
+                 registry: Registry | None = None) -> None:
+        super().__init__("metrics_service", interval, registry=registry)
         self.db = db
         self.sample = sample
-        self.interval = interval
         self.limits = limits
         self.node_id = node_id
         self.active: dict[str, Alert] = {}  # alert type -> the alert while it lasts
         self.samples = 0
         self.alerts_raised = 0
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.interval)
-            await self.collect_once()
+    async def tick(self) -> None:
+        await self.collect_once()
 
     async def collect_once(self) -> list[Alert]:
         """Record one sample, and raise the alerts that have just started. Returns them."""

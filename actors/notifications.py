@@ -15,48 +15,52 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import trio
 
+from sinal.actors.presence import PresenceWriter
+from sinal.actors.topic import Offered, Sink
 from sinal.domain.changes import Change
 from sinal.domain.db import Database
 from sinal.domain.notifications import insert_notifications, rules_for, take_kept
+from sinal.engine.actor import Actor
+from sinal.engine.registry import Registry
 from sinal.protocol import Encoding, Notification, encode
 from sinal.websocket.frames import build_frame
 
 if TYPE_CHECKING:
     from sinal.actors.connection import ConnectionActor
-    from sinal.actors.hub import Hub
 
 log = logging.getLogger("sinal.notifications")
 
-class NotificationProducer:
-    """Derives notifications from every change this node reads (idempotent across nodes)."""
+PRODUCER_NAME = "notification_producer"
+
+
+class NotificationProducer(Actor[list[Change]]):
+    """Derives notifications from every change this node reads (idempotent across nodes).
+    Its inbox gets every batch the listener reads."""
 
     kind = "notification_producer"
 
-    def __init__(self, db: Database, inbox_size: int = 256) -> None:
+    def __init__(self, db: Database, *, registry: Registry | None = None,
+                 inbox_size: int = 256) -> None:
+        super().__init__(PRODUCER_NAME, capacity=inbox_size, registry=registry)
         self.db = db
-        self.send_channel, self.receive_channel = trio.open_memory_channel[list[Change]](
-            inbox_size)
         self.created = 0
         self.retries = 0
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        task_status.started()
-        async for changes in self.receive_channel:
-            pending = [p for c in changes for p in rules_for(c)]
-            delay = 0.1
-            while pending:
-                try:
-                    self.created += await self.db.run(
-                        partial(insert_notifications, pending=pending))
-                    break
-                except psycopg.OperationalError as exc:
-                    # the database is away: keep the batch (nothing is lost), retry with
-                    # capped backoff; the insert is idempotent
-                    self.retries += 1
-                    log.warning("notification insert failed, retrying in %.1fs: %s", delay, exc)
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+    async def handle(self, changes: list[Change]) -> None:
+        pending = [p for c in changes for p in rules_for(c)]
+        delay = 0.1
+        while pending:
+            try:
+                self.created += await self.db.run(
+                    partial(insert_notifications, pending=pending))
+                break
+            except psycopg.OperationalError as exc:
+                # the database is away: keep the batch (nothing is lost), retry with
+                # capped backoff; the insert is idempotent
+                self.retries += 1
+                log.warning("notification insert failed, retrying in %.1fs: %s", delay, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 def notification_of(row: dict[str, Any], position: int | None) -> Notification:
@@ -78,11 +82,10 @@ def render_notification(change: Change, encoding: Encoding) -> bytes:
                        text=not encoding.binary)
 
 
-def mark_offered(hub: Hub) -> Any:
+def mark_offered(presence: PresenceWriter) -> Offered:
     """Topic hook: a notification written to a socket counts as delivered (batched)."""
-    def on_offered(sink: Any, change: Change) -> None:
-        if hub.presence is not None:
-            hub.presence.delivered(int(change.row_id))
+    def on_offered(sink: Sink, change: Change) -> None:
+        presence.delivered(int(change.row_id))
     return on_offered
 
 

@@ -17,24 +17,30 @@ import psycopg
 import trio
 
 from sinal.domain.db import Database
+from sinal.engine.periodic import PeriodicActor, RunNow
+from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.presence")
 
 
-class PresenceWriter:
+class PresenceWriter(PeriodicActor):
+    """Connection actors call `connected`, `heartbeat`, `disconnected` and `delivered`
+    directly: each only records an id in a set (no message per event, no await), and the
+    writer's tick flushes them. A full batch asks for an early flush through the inbox."""
+
     kind = "presence_writer"
 
     def __init__(self, db: Database, node_id: str, *, interval: float = 5.0,
-                 max_batch: int = 2000) -> None:
+                 max_batch: int = 2000, registry: Registry | None = None) -> None:
+        super().__init__("presence", interval, registry=registry)
         self.db = db
         self.node_id = node_id
-        self.interval = interval
         self.max_batch = max_batch
         self._connects: dict[str, tuple[str, str | None, str | None]] = {}
         self._beats: set[str] = set()
         self._gone: set[str] = set()
         self._delivered: set[int] = set()
-        self._wake = trio.Event()
+        self._flush_asked = False
         self.flushes = 0
         self.failures = 0
         self.rows_written = 0
@@ -70,25 +76,25 @@ class PresenceWriter:
         return len(self._connects) + len(self._beats) + len(self._gone) + len(self._delivered)
 
     def _poke(self) -> None:
-        if self.pending >= self.max_batch:
-            self._wake.set()
+        if self.pending >= self.max_batch and not self._flush_asked:
+            self._flush_asked = self.ref.try_send(RunNow())
 
     # --- the actor ---------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def on_start(self) -> None:
         await self.db.run(self._close_stale)  # fails the start if the database is away
-        task_status.started()
+
+    async def tick(self) -> None:
+        self._flush_asked = False
         try:
-            while True:
-                with trio.move_on_after(self.interval):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                try:
-                    await self.flush()
-                except psycopg.OperationalError as exc:
-                    self.failures += 1
-                    log.warning("presence flush failed (kept for the next one): %s", exc)
+            await self.flush()
+        except psycopg.OperationalError as exc:
+            self.failures += 1
+            log.warning("presence flush failed (kept for the next one): %s", exc)
+
+    async def main(self) -> None:
+        try:
+            await super().main()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:

@@ -40,13 +40,8 @@ async def _run_connection(actor: ConnectionActor, *,
 def connection_pool(hub: Hub) -> DynamicSupervisor:
     return DynamicSupervisor(
         "connections", _run_connection, child_kind="connection",
-        max_children=hub.config.max_concurrent_connections, shutdown=2.0,
+        max_children=hub.settings.max_connections, shutdown=2.0,
     )
-
-
-def _allowed_origins(setting: str) -> set[str] | None:
-    origins = {o.strip().rstrip("/") for o in setting.split(",") if o.strip()}
-    return None if "*" in origins else origins
 
 
 class WebSocketServer:
@@ -60,7 +55,7 @@ class WebSocketServer:
         self.host = host
         self.port = port
         self.limits = limits or ConnectionLimits()
-        self.origins = _allowed_origins(hub.config.websocket_cors_origin)
+        self.origins = hub.settings.allowed_origins
         self.bound_port = 0
 
     def _choose(self, request: UpgradeRequest) -> str | None:

@@ -1,23 +1,32 @@
 """Topic actor: one per topic. Filters, authorised subscribers, a replay ring, fan-out.
 
-The listener sends each topic a `TopicBatch` (its changes of one read, and the position the
-listener has reached). For every change the topic builds the `data_update` frame at most
-once per wire encoding (the WebSocket frame bytes are identical for every socket) and
-offers the same bytes to every subscription whose filter matches. Subscriptions with equal
-filters form one group: the filter runs once per group, not once per socket.
+Its inbox carries two kinds of message, handled one at a time in order:
+- `TopicBatch` from the listener: the topic's changes of one read of the log, covering the
+  positions (since, up_to]. For every change the topic builds the `data_update` frame at
+  most once per wire encoding (the WebSocket frame bytes are identical for every socket)
+  and offers the same bytes to every subscription whose filter matches. Subscriptions with
+  equal filters form one group: the filter runs once per group, not once per socket.
+- `SubscribeRequest` from a connection: join the live set when nothing is owed after the
+  subscriber's `since`; otherwise answer what is owed -- a `Replay` of ring entries, or,
+  when `since` is older than the ring, a `CatchUp` that the caller reads from the change
+  log (domain/changes.py). The caller sends that with flow control (waiting for room in
+  the socket's outbox, so a big replay never trips the slow-consumer policy) and asks
+  again from the `until` it was given; each round owes less. The topic decides between
+  two batches, so every change after `since` arrives exactly once.
 
-`Sink.offer` never blocks. A sink that refuses a frame (its outbox is full) is a slow
-consumer: its subscription ends at once, the topic tells the sink with `lagged(topic,
-last_position)`, and the connection decides (resync or close). A slow socket never slows
-the topic or anyone else.
+THE HOT PATH SKIPS A CHANNEL, deliberately: fan-out hands frame bytes straight to each
+subscriber's `Sink.offer`, the connection's outbox, which writes to the socket at once or
+queues (never blocks). A message per socket per change would cost 2-4x the CPU
+(docs/architecture.md, "Encode once, write many"). Control goes through inboxes: a sink
+that refuses a frame (its outbox is full) is a slow consumer; its subscription ends at
+once and the topic reports it with `Sink.lagged(subscription)`, which only posts a message
+to the connection's inbox; the connection decides (resync or close). A slow socket never
+slows the topic or anyone else. Unsubscribing marks the subscription inactive at once
+(fan-out skips it) and posts an `Unsubscribe` to drop it.
 
-`subscribe` is synchronous: it joins the live set only when nothing is owed after the
-subscriber's `since`. Otherwise it answers what is owed -- a `Replay` of ring entries, or,
-when `since` is older than the ring, a `CatchUp` that the caller reads from the change log
-(engine.changes). The caller sends that with flow control (waiting for room in the socket's
-outbox, so a big replay never trips the slow-consumer policy) and subscribes again from the
-`until` it was given; each round owes less, and the last one joins with no checkpoint
-between the check and the join, so every change after `since` arrives exactly once.
+The ring holds every change of the topic after `ring_floor`. The topic learns where it
+stands from the batches alone: a batch that starts after the topic's head (the node
+started, or the listener started from a new position) moves the floor up to that start.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ import trio
 
 from sinal.domain.access import RowFilter
 from sinal.domain.changes import Change
+from sinal.engine.actor import Actor
+from sinal.engine.registry import Registry
 from sinal.protocol import DataUpdate, Encoding, encode
 from sinal.websocket.frames import build_frame
 
@@ -41,13 +52,13 @@ DEFAULT_RING_SIZE = 4096
 
 
 class Sink(Protocol):
-    """What a topic needs of a connection."""
+    """What a topic needs of a connection: its encoding, its outbox's non-blocking `offer`
+    (the hot path), and where to report that a subscription ended as a slow consumer."""
 
     encoding: Encoding
+    offer: Callable[[bytes], bool]
 
-    def offer(self, frame: bytes) -> bool: ...
-
-    def lagged(self, topic: str, last_position: int) -> None: ...
+    def lagged(self, subscription: Subscription) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -61,8 +72,31 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class TopicBatch:
+    """The topic's changes among the log positions (since, up_to], in order."""
+
     changes: tuple[Change, ...]
-    up_to: int  # the listener has read the whole log up to this position
+    since: int  # the listener read the log after this position...
+    up_to: int  # ...up to this one
+
+
+@dataclass(slots=True, eq=False)
+class SubscribeRequest:
+    """Join (or learn what is owed first); the answer is in `result` once `done` is set
+    (None if the topic failed while deciding: the caller tells its client to resync)."""
+
+    sink: Sink
+    filter: RowFilter
+    since: int | None
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Joined | Replay | CatchUp | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscription: Subscription
+
+
+TopicMessage = TopicBatch | SubscribeRequest | Unsubscribe
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +154,17 @@ class _Entry:
         return frame
 
 
-class Topic:
-    """State survives restarts of `run` (the supervisor restarts the loop, not the object)."""
+class Topic(Actor[TopicMessage]):
+    """Registered as `topic:<topic>`. State survives restarts of `run` (the supervisor
+    restarts the task, not the object; the inbox and the ring stay)."""
 
-    def __init__(self, name: str, head: int, *, ring_size: int = DEFAULT_RING_SIZE,
+    kind = "topic"
+
+    def __init__(self, topic: str, head: int = 0, *, ring_size: int = DEFAULT_RING_SIZE,
                  inbox_size: int = 64, render: Render = frame_of,
-                 on_offered: Offered | None = None) -> None:
-        self.name = name
+                 on_offered: Offered | None = None, registry: Registry | None = None) -> None:
+        super().__init__(f"topic:{topic}", capacity=inbox_size, registry=registry)
+        self.topic = topic
         self.render = render
         self.on_offered = on_offered
         self.head = head
@@ -136,9 +174,7 @@ class Topic:
         self.subscribers = 0
         self.frames_out = 0
         self.encodes = 0
-        self.lagged = 0
-        self.send_channel, self.receive_channel = trio.open_memory_channel[TopicBatch](
-            inbox_size)
+        self.lagged_total = 0  # subscriptions ended as slow consumers
         self._head_lot = trio.lowlevel.ParkingLot()
 
     @property
@@ -154,13 +190,50 @@ class Topic:
         while self.head < position:
             await self._head_lot.park()
 
+    # --- the inbox ----------------------------------------------------------------------
+
+    async def handle(self, message: TopicMessage) -> None:
+        if isinstance(message, TopicBatch):
+            self.publish(message)
+        elif isinstance(message, SubscribeRequest):
+            try:
+                message.result = self.subscribe(message.sink, message.filter, message.since)
+            finally:
+                message.done.set()
+        else:
+            self.unsubscribe(message.subscription)
+
+    async def main(self) -> None:
+        try:
+            await super().main()
+        except BaseException as exc:
+            if not isinstance(exc, trio.Cancelled):
+                # mid-batch crash: some sinks may have a change others lack; resync all
+                self.end_all()
+            raise
+
+    async def request_subscription(self, sink: Sink, row_filter: RowFilter,
+                                   since: int | None) -> Joined | Replay | CatchUp | None:
+        """Ask through the inbox (for connections); see `SubscribeRequest`."""
+        request = SubscribeRequest(sink, row_filter, since)
+        await self.ref.send(request)
+        await request.done.wait()
+        return request.result
+
+    def leave(self, sub: Subscription) -> None:
+        """Called by the subscriber: stop at once (fan-out skips it), drop it soon."""
+        if sub.active:
+            sub.active = False
+            if not self.ref.try_send(Unsubscribe(sub)):
+                self.unsubscribe(sub)  # inbox full: drop it here and now
+
     # --- subscriptions (synchronous: no checkpoint inside) -----------------------------
 
     def subscribe(self, sink: Sink, row_filter: RowFilter, since: int | None
                   ) -> Joined | Replay | CatchUp:
         """Join the live set at once when nothing is owed after `since`; otherwise say
         what is owed: a `Replay` from the ring, or a `CatchUp` from the table. The caller
-        sends it (with flow control) and calls again with `since` = its `until`."""
+        sends it (with flow control) and asks again with `since` = its `until`."""
         start = self.head if since is None else since
         if start < self.ring_floor:
             return CatchUp(since=start, until=self.ring_floor)
@@ -169,29 +242,34 @@ class Topic:
                     and row_filter.matches(e.change.new_row, e.change.old_row, e.change.op)]
             if owed:
                 return Replay(entries=owed, until=self.head)
-        sub = Subscription(sink, self.name, row_filter, last_position=max(start, self.head))
+        sub = Subscription(sink, self.topic, row_filter, last_position=max(start, self.head))
         self.groups.setdefault(row_filter, []).append(sub)
         self.subscribers += 1
         return Joined(sub, self.head)
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if not sub.active:
-            return
+        """Drop `sub` from its group (idempotent)."""
         sub.active = False
         group = self.groups.get(sub.filter)
-        if group is not None:
-            try:
-                group.remove(sub)
-                self.subscribers -= 1
-            except ValueError:
-                pass
-            if not group:
-                del self.groups[sub.filter]
+        if group is None:
+            return
+        try:
+            group.remove(sub)
+        except ValueError:
+            return
+        self.subscribers -= 1
+        if not group:
+            del self.groups[sub.filter]
 
     # --- fan-out -----------------------------------------------------------------------
 
     def publish(self, batch: TopicBatch) -> None:
-        """Fan a batch out (synchronous). Called by `run` for every inbox message."""
+        """Fan a batch out (synchronous, no checkpoint inside)."""
+        if batch.since > self.head:
+            # the listener starts after what this topic has seen (a node start): the ring
+            # cannot speak for anything before that start
+            self.ring.clear()
+            self.head = self.ring_floor = batch.since
         entries: list[_Entry] = []
         for change in batch.changes:
             if change.position <= self.head:
@@ -224,6 +302,8 @@ class Topic:
             last = matched[-1].change.position
             joined: dict[Encoding, bytes] = {}
             for sub in subs:
+                if not sub.active:
+                    continue  # left; its Unsubscribe is on the way
                 encoding = sub.sink.encoding
                 if sub.last_position < first:
                     items = matched
@@ -247,37 +327,17 @@ class Topic:
                     dropped.append(sub)
         for sub in dropped:
             self.unsubscribe(sub)
-            self.lagged += 1
-            sub.sink.lagged(self.name, sub.last_position)
+            self.lagged_total += 1
+            sub.sink.lagged(sub)
 
-    def end_all(self, reason_position: int | None = None) -> None:
+    def end_all(self) -> None:
         """Drop every subscription and tell its sink (after a crash: nothing is trusted)."""
-        subs = [s for group in self.groups.values() for s in group]
+        subs = [s for group in self.groups.values() for s in group if s.active]
         self.groups.clear()
         self.subscribers = 0
         for sub in subs:
             sub.active = False
-            sub.sink.lagged(self.name, sub.last_position)
-
-    def inbox_depth(self) -> int:
-        return self.receive_channel.statistics().current_buffer_used
-
-    def inbox_status(self) -> dict[str, int]:
-        stats = self.receive_channel.statistics()
-        return {"depth": stats.current_buffer_used, "capacity": int(stats.max_buffer_size),
-                "refused": 0}
-
-    async def run(self, *, task_status: trio.TaskStatus[Topic] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        try:
-            task_status.started(self)
-            async for batch in self.receive_channel:
-                self.publish(batch)
-        except BaseException as exc:
-            if not isinstance(exc, trio.Cancelled):
-                # mid-batch crash: some sinks may have a change others lack; resync all
-                self.end_all()
-            raise
+            sub.sink.lagged(sub)
 
 
 def subscriptions_of(topics: Iterable[Topic]) -> int:

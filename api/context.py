@@ -21,7 +21,6 @@ import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from sinal.actors.hub import RateLimiter
 from sinal.api.auth import unauthorized
 from sinal.api.freshness import CommitFence
 from sinal.api.problems import PROBLEM_CONTENT_TYPE, Problem
@@ -30,6 +29,7 @@ from sinal.api.stats import HttpMetrics, RequestStats
 from sinal.domain.changes import sequence_changes
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator, AuthError, Principal
+from sinal.domain.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from sinal.node.wiring import Node

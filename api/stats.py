@@ -165,7 +165,7 @@ class _NodeCollector:
                 subscribers.add_metric([name], topic.subscribers)
                 head.add_metric([name], topic.head)
                 frames.add_metric([name], topic.frames_out)
-                lagged.add_metric([name], topic.lagged)
+                lagged.add_metric([name], topic.lagged_total)
             yield subscribers
             yield head
             yield frames

@@ -63,6 +63,8 @@ class PeriodicActor(Actor[RunNow]):
         super().__init__(name, capacity=capacity, registry=registry)
         # Built here so that a bad interval or first_after raises ValueError at once.
         self._heartbeat = Heartbeat(interval, self._scheduled_tick, first_after=first_after)
+        self.interval = self._heartbeat.interval
+        """Seconds between scheduled ticks."""
         self.ticks = 0
         """Ticks completed (scheduled or requested, across restarts)."""
         self._lock = trio.Lock()

@@ -47,21 +47,23 @@ from sinal.actors.housekeeping import Housekeeping
 from sinal.actors.hub import Hub
 from sinal.actors.listener import DatabaseListener
 from sinal.actors.metrics_push import MetricsPublisher
-from sinal.actors.metrics_service import AlertThresholds, MetricsService
+from sinal.actors.metrics_service import MetricsService
 from sinal.actors.notifications import NotificationProducer, mark_offered, render_notification
 from sinal.actors.presence import PresenceWriter
 from sinal.actors.server import WebSocketServer, connection_pool
 from sinal.actors.topic import Topic
 from sinal.api.stats import RequestStats, performance_sample, resident_memory_mb
-from sinal.domain.catalogue import NOTIFICATION_TOPIC
+from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
 from sinal.engine.dynamic import DynamicSupervisor
 from sinal.engine.log import event
+from sinal.engine.registry import Registry
 from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
 from sinal.node.config import Config
 from sinal.node.embedded import EmbeddedPostgres
 from sinal.node.migrate import apply_migrations
+from sinal.node.settings import alert_thresholds, realtime_settings
 from sinal.websocket import ConnectionLimits
 
 log = logging.getLogger("sinal.node")
@@ -128,6 +130,7 @@ class Node:
     db: Database | None = None
     hub: Hub | None = None
     authenticator: Authenticator | None = None
+    registry: Registry = field(default_factory=Registry)
     listener: DatabaseListener | None = None
     pool: DynamicSupervisor | None = None
     root: Supervisor | None = None
@@ -226,32 +229,32 @@ class Node:
         self.metrics_service = MetricsService(
             self.db, lambda: performance_sample(self),
             interval=self.config.metrics_collection_interval / 1000,
-            limits=AlertThresholds.from_config(self.config), node_id=self.node_id)
-        return [ChildSpec(name="metrics_service", start=self.metrics_service.run,
-                          kind="metrics_service")]
+            limits=alert_thresholds(self.config), node_id=self.node_id,
+            registry=self.registry)
+        return [ChildSpec.of(self.metrics_service)]
 
     def build_tree(self) -> Supervisor:
+        """Build every part once, each with what it needs, and the supervisor tree."""
         assert self.db is not None
-        config = self.config
-        topics: dict[str, Topic] = {}
-        self.authenticator = Authenticator(
-            self.db, config.jwt_secret, lambda: topics["user_changed"].version)
-        hub = self.hub = Hub(config, self.db, self.node_id, self.authenticator, topics=topics)
-        hub.make_topics(0)
-        notes = hub.topics[NOTIFICATION_TOPIC]
-        notes.render = render_notification
-        notes.on_offered = mark_offered(hub)
-        presence = hub.presence = PresenceWriter(self.db, self.node_id)
-        producer = NotificationProducer(self.db)
-
-        async def forward(changes: list[Any]) -> None:
-            await producer.send_channel.send(changes)
-
-        self.listener = DatabaseListener(self.db, hub.topics,
+        config, db, registry = self.config, self.db, self.registry
+        settings = realtime_settings(config)
+        presence = PresenceWriter(db, self.node_id, registry=registry)
+        topics = {name: Topic(name, ring_size=settings.ring_size, registry=registry)
+                  for name in LOG_TOPICS if name != NOTIFICATION_TOPIC}
+        topics[NOTIFICATION_TOPIC] = Topic(
+            NOTIFICATION_TOPIC, ring_size=settings.ring_size, registry=registry,
+            render=render_notification, on_offered=mark_offered(presence))
+        users = topics["user_changed"]
+        self.authenticator = Authenticator(db, config.jwt_secret, lambda: users.version)
+        hub = self.hub = Hub(settings, db, self.node_id, self.authenticator, topics,
+                             registry=registry, presence=presence)
+        producer = NotificationProducer(db, registry=registry)
+        self.listener = DatabaseListener(db, list(topics), registry=registry,
                                          poll_interval=self.listener_poll_interval,
-                                         on_changes=forward)
-        self.delivery_watch = DeliveryWatch(self.db, self.delivery_check_interval)
-        self.housekeeping = Housekeeping(self.db, config.sinal_retention_hours)
+                                         changes_to=producer.name)
+        self.delivery_watch = DeliveryWatch(db, self.delivery_check_interval,
+                                            registry=registry)
+        self.housekeeping = Housekeeping(db, config.sinal_retention_hours, registry=registry)
         redis_url = config.effective_redis_url
         if redis_url:
             self.cluster = ClusterPresence(
@@ -262,10 +265,8 @@ class Node:
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
                                          port=config.websocket_port, limits=self.ws_limits)
-        topic_sup = Supervisor(
-            "topics",
-            [ChildSpec(name=f"topic:{t.name}", start=t.run, kind="topic")
-             for t in hub.topics.values()],
+        topic_supervisor = Supervisor(
+            "topics", [ChildSpec.of(topic) for topic in topics.values()],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10),
         )
         # Patient: a database that is down makes these restart with capped backoff for
@@ -273,22 +274,14 @@ class Node:
         services = Supervisor(
             "database_services",
             [
-                ChildSpec(name="presence", start=presence.run, kind="presence_writer"),
-                ChildSpec(name="notification_producer", start=producer.run,
-                          kind="notification_producer"),
-                ChildSpec(name="database_listener", start=self.listener.run,
-                          kind="database_listener"),
-                ChildSpec(name="metrics_publisher",
-                          start=MetricsPublisher(hub, self.gather_metrics,
-                                                 self.metrics_interval).run,
-                          kind="metrics_publisher"),
-                ChildSpec(name="delivery_watch", start=self.delivery_watch.run,
-                          kind="delivery_watch"),
-                ChildSpec(name="housekeeping", start=self.housekeeping.run,
-                          kind="housekeeping"),
+                ChildSpec.of(presence),
+                ChildSpec.of(producer),
+                ChildSpec.of(self.listener),
+                ChildSpec.of(MetricsPublisher(hub, self.gather_metrics, self.metrics_interval)),
+                ChildSpec.of(self.delivery_watch),
+                ChildSpec.of(self.housekeeping),
                 *self._metrics_service_spec(),
-                *([ChildSpec(name="cluster_presence", start=self.cluster.run,
-                             kind="cluster_presence")] if self.cluster else []),
+                *([ChildSpec.of(self.cluster)] if self.cluster else []),
             ],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
                             backoff_base=0.2, backoff_cap=5.0),
@@ -296,7 +289,7 @@ class Node:
         realtime = Supervisor(
             "realtime",
             [
-                ChildSpec.of(topic_sup),
+                ChildSpec.of(topic_supervisor),
                 ChildSpec(name="heartbeats", start=hub.heartbeats.run,
                           kind="heartbeat_scheduler"),
                 ChildSpec.of(services),

@@ -12,6 +12,7 @@ import trio
 from sinal.actors.metrics_service import AlertThresholds, MetricsService, check_metrics
 from sinal.domain.db import Database
 from sinal.node.config import load_config
+from sinal.node.settings import alert_thresholds
 from sinal.protocol import Notification
 from tests.api.api_support import ADMIN, APPROVER, REQUESTER, Api
 from tests.api.test_api_reads import is_problem
@@ -89,7 +90,7 @@ async def test_preferences_apply_at_once_to_live_sockets(api: Api) -> None:
 
 
 def test_alert_rules_follow_the_seed() -> None:
-    limits = AlertThresholds.from_config(load_config(
+    limits = alert_thresholds(load_config(
         {"PERFORMANCE_ALERT_THRESHOLD_MS": "250", "MAX_CONCURRENT_CONNECTIONS": "2000"},
         env_file=None))
     assert limits == AlertThresholds(250.0, 0.6, 512.0, 1600.0)

@@ -9,7 +9,8 @@ import trio
 
 from sinal.actors.cluster import ClusterPresence
 from sinal.actors.hub import Hub
-from sinal.node.config import load_config
+from sinal.actors.settings import RealtimeSettings
+from sinal.engine.registry import Registry
 
 
 class FakeConnection:
@@ -18,8 +19,8 @@ class FakeConnection:
 
 
 def hub_with(node_id: str, *users: str) -> Hub:
-    hub = Hub(load_config({"JWT_SECRET": "x" * 40}, env_file=None), db=None,  # type: ignore[arg-type]
-              node_id=node_id, authenticator=None)  # type: ignore[arg-type]
+    hub = Hub(RealtimeSettings(), db=None, node_id=node_id,  # type: ignore[arg-type]
+              authenticator=None, topics={}, registry=Registry())  # type: ignore[arg-type]
     for user in users:
         hub.register(FakeConnection(user))  # type: ignore[arg-type]
     return hub

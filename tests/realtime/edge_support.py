@@ -30,9 +30,13 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from sinal.actors.connection import ConnectionActor
 from sinal.actors.hub import Hub
+from sinal.actors.topic import Topic
+from sinal.domain.catalogue import LOG_TOPICS
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
+from sinal.engine.registry import Registry
 from sinal.node.config import Config, load_config
+from sinal.node.settings import realtime_settings
 from sinal.node.wiring import Node
 from sinal.protocol import (
     ERRORS,
@@ -228,9 +232,10 @@ USER: dict[str, Any] = {"id": "7d0c1a52-0000-4000-8000-000000000001", "role": "a
 
 def stub_hub(config: Config, *users: dict[str, Any]) -> Hub:
     db = cast(Database, StubDatabase({u["id"]: u for u in (users or (USER,))}))
-    hub = Hub(config, db, "edge-test", Authenticator(db, config.jwt_secret, lambda: 0))
-    hub.make_topics(0)
-    return hub
+    registry = Registry()
+    topics = {name: Topic(name, registry=registry) for name in LOG_TOPICS}
+    return Hub(realtime_settings(config), db, "edge-test",
+               Authenticator(db, config.jwt_secret, lambda: 0), topics, registry=registry)
 
 
 class MemoryClosed(Exception):
@@ -313,6 +318,9 @@ async def memory_session(hub: Hub, encoding: Encoding = Encoding.MSGPACK
 
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.heartbeats.run)  # as the node's tree runs it
+        for topic in hub.topics.values():
+            if not topic.running:
+                await nursery.start(topic.run)
         nursery.start_soon(run_websocket, ws, handler)
         yield MemoryClient(client_stream, encoding), actor
         nursery.cancel_scope.cancel()
