@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: serve test install lint bench simulate clean
+.PHONY: serve test install lint check bench simulate clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Sinal needs Python 3.11 or 3.12 (python3.11 on PATH)"; exit 2; }
@@ -25,9 +25,13 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest
 
+# Style, types (mypy strict) and the layering contracts (import-linter, pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine actors protocol api domain node websocket client tests bench
 	$(VENV)/bin/mypy -p sinal
+	$(VENV)/bin/lint-imports
+
+check: lint test
 
 simulate: $(STAMP)
 	$(VENV)/bin/sinal simulate --rate 10 --duration 0
