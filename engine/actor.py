@@ -21,14 +21,14 @@ has not ended within its shutdown deadline.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import trio
 
 from sinal.engine.metrics import INBOX_REFUSED
 from sinal.engine.registry import Registry, default_registry
 
-__all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef", "open_inbox"]
+__all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef"]
 
 DEFAULT_INBOX_CAPACITY = 64
 """Inbox bound used when an actor does not choose one."""
@@ -88,8 +88,8 @@ class ActorRef(Generic[MsgT]):
     def request_stop(self) -> bool:
         """Ask the running actor to finish after the message it is handling.
 
-        Returns False if nobody listens (the actor is not running, or it is a
-        function-style actor from `open_inbox`): a supervisor then cancels it.
+        Returns False if nobody listens (the actor is not running): a supervisor
+        then cancels it.
         """
         if self._stop_hook is None:
             return False
@@ -104,19 +104,6 @@ class ActorRef(Generic[MsgT]):
             "capacity": int(stats.max_buffer_size),
             "refused": self.refused,
         }
-
-
-def open_inbox(
-    name: str, *, kind: str = "actor", capacity: int = DEFAULT_INBOX_CAPACITY
-) -> tuple[ActorRef[Any], trio.MemoryReceiveChannel[Any]]:
-    """A bounded inbox for a function-style actor: its reference and receiving end.
-
-    The function reports ready with the reference (``task_status.started(ref)``) so
-    that its supervisor can show the inbox in the status tree. Annotate the result
-    to fix the message type: ``ref: ActorRef[Msg]; ref, inbox = open_inbox(...)``.
-    """
-    send, receive = trio.open_memory_channel[Any](_check_capacity(capacity))
-    return ActorRef(name, kind, send), receive
 
 
 class _Messages(Generic[MsgT]):

