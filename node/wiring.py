@@ -7,20 +7,21 @@
         ├── heartbeats            heartbeats out, silence checks, for every socket
         ├── database_services (one_for_one, patient)
         │   ├── presence              websocket_connections / deliveries, batched
-        │   ├── notification_producer
+        │   ├── notification_producer notifications from every change
         │   ├── database_listener     LISTEN + sequencer + change-log reads
         │   ├── metrics_publisher
         │   ├── delivery_watch        orders past their expected date become late
         │   ├── housekeeping          retention of the tables that only grow
         │   ├── metrics_service       performance_metrics rows and alerts (if enabled)
         │   └── cluster_presence      (with Redis) this node in the cluster registry
-        ├── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
-        └── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
+        ├── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
+        └── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
 
 rest_for_one: if the topics fail, everything after them restarts (the listener re-feeds
 them, connections resubscribe after their resync). The database services sit under their
 own patient supervisor: a database that is down makes them restart with capped backoff for
-as long as it takes, without escalating, while sockets stay open.
+as long as it takes, without escalating, while sockets stay open. Every actor is
+registered in the node's own registry (docs/actors.md).
 
 `prepare_database` runs before Trio starts (embedded server, migrations, demo data).
 """
@@ -293,8 +294,11 @@ class Node:
                 ChildSpec(name="heartbeats", start=hub.heartbeats.run,
                           kind="heartbeat_scheduler"),
                 ChildSpec.of(services),
-                ChildSpec.of(self.pool),
+                # The accept loop starts before the pool and stops after it: at shutdown
+                # the pool asks every connection to stop (server_shutdown, 4501) while
+                # their tasks, which live in the accept loop's nursery, still run.
                 ChildSpec(name="websocket", start=self.websocket.run, kind="websocket_server"),
+                ChildSpec.of(self.pool),
             ],
             SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=5, period=30),
         )
