@@ -33,10 +33,11 @@ import trio
 from sinal.actors.hub import Hub
 from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
 from sinal.domain.access import AccessError, RowFilter, subscription_filter
+from sinal.domain.audit import AuditEvent
 from sinal.domain.catalogue import LOG_TOPICS, METRICS_TOPIC, NOTIFICATION_TOPIC
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
-from sinal.domain.principals import Principal
-from sinal.domain.tokens import TokenError
+from sinal.domain.principals import AuthError, Principal
+from sinal.domain.tokens import Claims, TokenError
 from sinal.engine.actor import Actor
 from sinal.engine.log import WS_LOGGER, event
 from sinal.protocol import (
@@ -78,9 +79,20 @@ class SilenceTimeout:
     """Nothing was received for WEBSOCKET_CONNECTION_TIMEOUT."""
 
 
-Control = Lagged | SilenceTimeout
-# Room for one Lagged per topic and a timeout: a topic reports a subscription at most once.
-CONTROL_INBOX = len(LOG_TOPICS) + 4
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """The token's `exp` has passed: the session ends (token_expired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """The user's grants changed (deactivated, role or department): look them up again."""
+
+
+Control = Lagged | SilenceTimeout | Expired | Recheck
+# Room for one Lagged per topic plus the timers and rechecks: a topic reports a
+# subscription at most once; the others are coalesced (see `_post`).
+CONTROL_INBOX = len(LOG_TOPICS) + 8
 
 
 class ConnectionActor(Actor[Control]):
@@ -108,6 +120,12 @@ class ConnectionActor(Actor[Control]):
         self.over_window_start = 0.0
         self.last_rate_error = -1.0
         self.closing = False
+        self.claims: Claims | None = None
+        self._recheck_posted = False
+        request = ws.request
+        remote = request.remote if request else None
+        self.address = remote.rsplit(":", 1)[0].strip("[]") if remote else "local"
+        self._pending = False  # counted among the sockets waiting to log in
 
     # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---
 
@@ -118,11 +136,25 @@ class ConnectionActor(Actor[Control]):
     def timed_out(self) -> None:
         self.ref.try_send(SilenceTimeout())
 
+    def expired(self) -> None:
+        self.ref.try_send(Expired())
+
+    def recheck(self) -> None:
+        if not self._recheck_posted:
+            self._recheck_posted = self.ref.try_send(Recheck())
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def main(self) -> None:
         """Serve the socket until it closes. The transport's writer must already run."""
         try:
+            refusal = self.hub.pending_refusal(self.address)
+            if refusal is not None:  # checked at the upgrade too; this is the strict check
+                self.hub.refused_pending += 1
+                await self.close(ErrorCode.POOL_FULL, refusal)
+                return
+            self.hub.add_pending(self.address)
+            self._pending = True
             if not await self._handshake():
                 return
             async with trio.open_nursery() as nursery:
@@ -134,6 +166,7 @@ class ConnectionActor(Actor[Control]):
         except* ConnectionClosed:
             pass  # closed by the peer, or by us (timer, lag handler) while receiving
         finally:
+            self._settle_pending()
             self._end_subscriptions()
             if self.user_id:
                 self.hub.unregister(self)
@@ -143,6 +176,16 @@ class ConnectionActor(Actor[Control]):
                       code=self.ws.close_code, framesIn=self.frames_in)
             self.hub.note_close(self.ws.close_code)
             self.session.closed()
+
+    def _settle_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.hub.remove_pending(self.address)
+
+    def _audit(self, action: str, **details: Any) -> None:
+        self.hub.record(AuditEvent("websocket", self.session_id, action,
+                                   self.user_id or None,
+                                   {"remote": self.address, **details}))
 
     async def _close_with(self, action: CloseConnection) -> None:
         self.closing = True
@@ -165,33 +208,25 @@ class ConnectionActor(Actor[Control]):
     # --- handshake ---------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
-        timeout = self.hub.settings.connection_timeout
-        with trio.move_on_after(timeout) as scope:
-            frame = await self.ws.receive()
+        """From the upgrade to `welcome`, within WEBSOCKET_LOGIN_TIMEOUT: the connect
+        frame and its authentication. Every failure closes the socket."""
+        settings = self.hub.settings
+        with trio.move_on_after(settings.login_timeout) as scope:
+            principal, ref = await self._login()
         if scope.cancelled_caught:
-            await self.close(ErrorCode.HEARTBEAT_TIMEOUT, "no connect frame in time")
+            await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
+                             f"not logged in within {settings.login_timeout_ms} ms")
             return False
-        self.last_seen = trio.current_time()
-        received = self.session.receive(frame)
-        if isinstance(received, CloseConnection | SendError):
-            if isinstance(received, CloseConnection):
-                await self._close_with(received)
+        if principal is None:
             return False
-        assert isinstance(received, Connect)
-        try:
-            principal = await self._authenticate(received)
-        except TokenError as exc:
-            refused = self.session.fail(exc.code, str(exc), received.ref)
-            assert isinstance(refused, CloseConnection)  # before welcome every error closes
-            await self._close_with(refused)
+        if self.hub.active_connections >= settings.max_connections:
+            self.hub.refused_total += 1
+            await self.close(ErrorCode.POOL_FULL, "MAX_CONCURRENT_CONNECTIONS reached")
             return False
-        except psycopg.Error as exc:
-            log.warning("cannot authenticate %s: database unavailable: %s", self.session_id, exc)
-            await self.close(ErrorCode.INTERNAL_ERROR, "database unavailable, retry later")
-            return False
+        self._settle_pending()
+        assert self.claims is not None
         self.principal = principal
         self.user_id = principal.user_id
-        settings = self.hub.settings
         welcome = Welcome(
             session_id=self.session_id,
             server_time=int(time.time() * 1000),
@@ -199,12 +234,14 @@ class ConnectionActor(Actor[Control]):
             connection_timeout=settings.connection_timeout_ms,
             user_id=principal.user_id,
             role=principal.role,
-            ref=received.ref,
+            ref=ref,
         )
         payload = self.session.accept(welcome)
         self.ws.offer(build_frame(payload, text=not self.encoding.binary))
         self.hub.register(self)
         self.hub.heartbeats.add(self)
+        self.hub.heartbeats.expire_at(
+            self, trio.current_time() + max(0.0, self.claims.expires_at - time.time()))
         request = self.ws.request
         if self.hub.presence is not None:
             self.hub.presence.connected(
@@ -219,9 +256,34 @@ class ConnectionActor(Actor[Control]):
         await self._deliver_kept_notifications()
         return True
 
-    async def _authenticate(self, message: Connect) -> Principal:
-        return await self.hub.authenticator.authenticate(
-            message.token, user_id=message.user_id, fresh=True)
+    async def _login(self) -> tuple[Principal | None, Any]:
+        """Read `connect` and authenticate it: the principal and the frame's ref, or
+        (None, None) once the socket has been closed with the reason."""
+        frame = await self.ws.receive()
+        self.last_seen = trio.current_time()
+        received = self.session.receive(frame)
+        if isinstance(received, CloseConnection | SendError):
+            if isinstance(received, CloseConnection):
+                await self._close_with(received)
+            return None, None
+        assert isinstance(received, Connect)
+        auth = self.hub.authenticator
+        try:
+            # the user is read afresh: a session is long, memory may lag the database
+            self.claims = auth.tokens.claims(received.token)
+            principal = await auth.principal(self.claims, user_id=received.user_id, fresh=True)
+        except TokenError as exc:
+            self._audit(exc.code, reason=str(exc),
+                        claimed=self.claims.user_id if self.claims else None)
+            refused = self.session.fail(exc.code, str(exc), received.ref)
+            assert isinstance(refused, CloseConnection)  # before welcome every error closes
+            await self._close_with(refused)
+            return None, None
+        except psycopg.Error as exc:
+            log.warning("cannot authenticate %s: database unavailable: %s", self.session_id, exc)
+            await self.close(ErrorCode.INTERNAL_ERROR, "database unavailable, retry later")
+            return None, None
+        return principal, received.ref
 
     # --- receiving ---------------------------------------------------------------------
 
@@ -266,6 +328,7 @@ class ConnectionActor(Actor[Control]):
             self.over_window_start, self.over_budget = now, 0
         self.over_budget += 1
         if self.over_budget > budget:
+            self._audit("closed_rate_limited", budget=budget)
             await self.close(ErrorCode.RATE_LIMITED,
                              f"more than twice the budget of {budget} frames per minute")
             return True
@@ -291,12 +354,14 @@ class ConnectionActor(Actor[Control]):
         for topic in message.events:
             if topic == METRICS_TOPIC:
                 if self.principal.role != "admin":
+                    self._audit("subscribe_refused", code="forbidden", topic=topic)
                     self._fail(ErrorCode.FORBIDDEN, "metrics are for admins", message.ref)
                     return
                 continue
             try:
                 filters[topic] = subscription_filter(self.principal, topic, message.filters)
             except AccessError as exc:
+                self._audit("subscribe_refused", code=exc.code, topic=topic[:128])
                 self._fail(ErrorCode(exc.code), exc.message, message.ref)
                 return
         since = dict(message.since or {})
@@ -403,8 +468,9 @@ class ConnectionActor(Actor[Control]):
         scope.cancel()  # we closed while receiving (a bad frame, over budget)
 
     async def _control(self) -> None:
-        """Acts on the inbox: slow consumption reported by topics, silence. Returns when
-        it closed the connection, or when a stop was requested."""
+        """Acts on the inbox: slow consumption reported by topics, silence, the token's
+        expiry, changed grants. Returns when it closed the connection, or when a stop was
+        requested."""
         grace = self.hub.settings.connection_timeout
         async for message in self.messages():
             if self.closing:
@@ -414,6 +480,14 @@ class ConnectionActor(Actor[Control]):
                                  f"nothing received for "
                                  f"{self.hub.settings.connection_timeout_ms} ms")
                 return
+            if isinstance(message, Expired):
+                self._audit("revoked", reason="token_expired")
+                await self.close(ErrorCode.TOKEN_EXPIRED, "the token has expired: log in again")
+                return
+            if isinstance(message, Recheck):
+                if not await self._recheck():
+                    return
+                continue
             sub = message.subscription
             if self.subscriptions.get(sub.topic) is not sub:
                 continue  # already replaced (resubscribed) or ended
@@ -425,6 +499,38 @@ class ConnectionActor(Actor[Control]):
                     payload if self.encoding.binary else payload.decode())
                 self.ws.clear_slow()
             if scope.cancelled_caught:
+                self._audit("closed_slow_consumer")
                 await self.close(ErrorCode.SLOW_CONSUMER,
                                  "outbox did not drain within the connection timeout")
                 return
+
+    async def _recheck(self) -> bool:
+        """The user's grants changed: close when they may no longer connect, else end every
+        subscription made under the old grants (`resync`, reason permissions_changed).
+        Returns False when the connection was closed."""
+        self._recheck_posted = False
+        assert self.claims is not None and self.principal is not None
+        try:
+            principal = await self.hub.authenticator.principal(self.claims, fresh=True)
+        except AuthError as exc:
+            self._audit("revoked", reason="deactivated")
+            await self.close(ErrorCode.AUTH_FAILED, f"{exc}: the session is over")
+            return False
+        except psycopg.Error as exc:  # cannot tell: keep the grants until the next change
+            log.warning("%s: could not re-check the user: %s", self.name, exc)
+            return True
+        if principal == self.principal:
+            return True
+        self._audit("revoked", reason="permissions_changed", role=principal.role,
+                    previous_role=self.principal.role)
+        self.principal = principal
+        if principal.role != "admin":
+            self.hub.metrics_sinks.discard(self)
+        for name, sub in list(self.subscriptions.items()):
+            if name == NOTIFICATION_TOPIC:
+                continue  # one's own notifications stay
+            del self.subscriptions[name]
+            self.hub.topics[name].leave(sub)
+            self._send(Resync(topic=name, offset=sub.last_position,
+                              reason="permissions_changed"))
+        return True

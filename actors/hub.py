@@ -2,8 +2,10 @@
 with every part it holds -- nothing is filled in later.
 
 Topics by name, the database, the settings, the one `Authenticator`, the per-user rate
-limiter, the node's actor registry, the presence writer, the heartbeat scheduler, the
-user -> live connections index (for notifications and, later, revocations) and counters.
+limiter, the node's actor registry, the presence writer, the audit log, the heartbeat
+scheduler, the user -> live connections index (for notifications and revocations), the
+pre-login accounting (sockets that have not logged in have a quota of their own, so they
+can never take logged-in users' slots) and counters.
 It runs no task of its own: the actors that use it are started under the node's
 supervisor tree.
 """
@@ -19,6 +21,7 @@ from sinal.actors.heartbeat import HeartbeatScheduler
 from sinal.actors.presence import PresenceWriter
 from sinal.actors.settings import RealtimeSettings
 from sinal.actors.topic import Topic
+from sinal.domain.audit import AuditEvent, AuditLog
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
 from sinal.domain.ratelimit import RateLimiter
@@ -32,7 +35,8 @@ class Hub:
     def __init__(self, settings: RealtimeSettings, db: Database, node_id: str,
                  authenticator: Authenticator, topics: Mapping[str, Topic], *,
                  registry: Registry, presence: PresenceWriter | None = None,
-                 rate_limiter: RateLimiter | None = None) -> None:
+                 rate_limiter: RateLimiter | None = None, audit: AuditLog | None = None
+                 ) -> None:
         self.settings = settings
         self.db = db
         self.node_id = node_id
@@ -40,32 +44,64 @@ class Hub:
         self.topics = dict(topics)
         self.registry = registry
         self.presence = presence
+        self.audit = audit
         self.rate_limiter = rate_limiter or RateLimiter(settings.rate_limit_per_minute,
                                                         clock=trio.current_time)
         self.heartbeats = HeartbeatScheduler(settings.heartbeat_interval,
                                              settings.connection_timeout)
         self.connections_by_user: dict[str, set[ConnectionActor]] = {}
         self.metrics_sinks: set[ConnectionActor] = set()
+        self.active_connections = 0  # logged in (welcomed)
+        self.pending = 0  # upgraded, not logged in yet
+        self.pending_by_address: dict[str, int] = {}
         self.connections_total = 0
         self.refused_total = 0
+        self.refused_pending = 0  # refused for the pre-login quota or the per-address cap
         self.closed_by_code: dict[int, int] = {}
 
-    @property
-    def active_connections(self) -> int:
-        return sum(len(conns) for conns in self.connections_by_user.values())
+    # --- before login: a quota of their own -----------------------------------------------
+
+    def pending_refusal(self, address: str) -> str | None:
+        """Why a new socket from `address` may not wait for login now (None: it may)."""
+        settings = self.settings
+        if self.pending >= settings.prelogin_max:
+            return "too many sockets are waiting to log in"
+        if self.pending_by_address.get(address, 0) >= settings.prelogin_per_address:
+            return "too many sockets from this address are waiting to log in"
+        return None
+
+    def add_pending(self, address: str) -> None:
+        self.pending += 1
+        self.pending_by_address[address] = self.pending_by_address.get(address, 0) + 1
+
+    def remove_pending(self, address: str) -> None:
+        self.pending -= 1
+        left = self.pending_by_address[address] - 1
+        if left:
+            self.pending_by_address[address] = left
+        else:
+            del self.pending_by_address[address]
+
+    # --- logged in ----------------------------------------------------------------------
 
     def register(self, conn: ConnectionActor) -> None:
         self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
+        self.active_connections += 1
         self.connections_total += 1
 
     def unregister(self, conn: ConnectionActor) -> None:
         self.heartbeats.remove(conn)
         conns = self.connections_by_user.get(conn.user_id)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
+            self.active_connections -= 1
             if not conns:
                 del self.connections_by_user[conn.user_id]
         self.metrics_sinks.discard(conn)
+
+    def record(self, event: AuditEvent) -> None:
+        if self.audit is not None:
+            self.audit.record(event)
 
     def note_close(self, code: int | None) -> None:
         key = code if code is not None else 1006
@@ -74,6 +110,8 @@ class Hub:
     def describe(self) -> dict[str, Any]:
         return {
             "connections": self.active_connections,
+            "pending": self.pending,
+            "refusedPending": self.refused_pending,
             "users": len(self.connections_by_user),
             "connectionsTotal": self.connections_total,
             "refused": self.refused_total,

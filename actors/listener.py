@@ -4,7 +4,8 @@ It LISTENs on `sinal_changes` (writers' triggers) and `sinal_positions` (the seq
 any node). On every wake-up, and on a poll tick when nothing wakes it, it runs the
 sequencer and reads the change log after its last position (the reader rule of
 sql/003_change_capture.sql), then sends each topic its part of the batch and the
-notification producer every change, through their inboxes (found by name in the node's
+actors that follow every change (the notification producer, the session guard), through
+their inboxes (found by name in the node's
 registry when the listener starts). Its own inbox takes `CatchUpNow`: read the log now.
 
 Waiting is Trio-native (docs/architecture.md, "Trio-native LISTEN"): a sync psycopg
@@ -58,11 +59,12 @@ class DatabaseListener(Actor[CatchUpNow]):
 
     def __init__(self, db: Database, topics: Sequence[str], *, registry: Registry | None = None,
                  poll_interval: float = 1.0, start_position: int | None = None,
-                 changes_to: str | None = None) -> None:
+                 changes_to: Sequence[str] = ()) -> None:
         super().__init__(LISTENER_NAME, capacity=4, registry=registry)
         self.db = db
         self.topic_names = tuple(topics)
-        self.changes_to = changes_to  # the actor that gets every change (notifications)
+        self.changes_to = tuple(changes_to)  # actors that get every change (notifications,
+        # the session guard), by registered name
         self.poll_interval = poll_interval
         self.position = start_position if start_position is not None else -1
         self.head_seen = 0  # the sequencer's head at the last read
@@ -72,7 +74,7 @@ class DatabaseListener(Actor[CatchUpNow]):
         self.listen_conn: psycopg.Connection[Any] | None = None
         self.runs = 0  # completed starts (first one and every restart)
         self._topics: dict[str, ActorRef[Any]] = {}
-        self._consumer: ActorRef[Any] | None = None
+        self._consumers: list[ActorRef[Any]] = []
         self._runs_lot = trio.lowlevel.ParkingLot()
         self._wait: trio.CancelScope | None = None
 
@@ -100,7 +102,7 @@ class DatabaseListener(Actor[CatchUpNow]):
         """Find the consumers, connect, LISTEN, and catch up before reporting ready."""
         self._topics = {name: self.registry.require(f"topic:{name}")
                         for name in self.topic_names}
-        self._consumer = self.registry.require(self.changes_to) if self.changes_to else None
+        self._consumers = [self.registry.require(name) for name in self.changes_to]
         if self.position < 0:
             self.position = await self.initial_position()
             await self.dispatch([], up_to=self.position)  # tells the topics where they start
@@ -196,8 +198,9 @@ class DatabaseListener(Actor[CatchUpNow]):
         since = self.position
         for name, ref in self._topics.items():
             await ref.send(TopicBatch(tuple(by_topic.get(name, ())), since, end))
-        if self._consumer is not None and changes:
-            await self._consumer.send(changes)
+        if changes:
+            for consumer in self._consumers:
+                await consumer.send(changes)
         self.changes_read += len(changes)
         self.position = end
 

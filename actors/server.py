@@ -2,9 +2,11 @@
 
 Before the 101 the handshake checks the path, the Origin (WEBSOCKET_CORS_ORIGIN; clients
 that send no Origin, i.e. non-browsers, pass) and the subprotocol (sinal.msgpack.v1 by
-default, sinal.json.v1 on request), and refuses with HTTP 503 when the connection pool is
-at MAX_CONCURRENT_CONNECTIONS. Each accepted socket runs a ConnectionActor as a
-temporary child of the `connections` pool, in the task the server gave it.
+default, sinal.json.v1 on request), and refuses with HTTP 503 when MAX_CONCURRENT_CONNECTIONS
+users are logged in or the pre-login quota is taken, 429 when one address already has
+WEBSOCKET_PRELOGIN_PER_ADDRESS sockets waiting to log in. Each accepted socket runs a
+ConnectionActor as a temporary child of the `connections` pool, in the task the server
+gave it; the actor checks the quota again, strictly, before it waits for `connect`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ async def _run_connection(actor: ConnectionActor, *,
 
 
 def connection_pool(hub: Hub) -> DynamicSupervisor:
+    """MAX_CONCURRENT_CONNECTIONS logged-in sockets, plus the pre-login quota: a socket that
+    has not logged in can never take a logged-in user's slot."""
+    settings = hub.settings
     return DynamicSupervisor(
         "connections", _run_connection, child_kind="connection",
-        max_children=hub.settings.max_connections, shutdown=2.0,
+        max_children=settings.max_connections + settings.prelogin_max, shutdown=2.0,
     )
 
 
@@ -70,10 +75,17 @@ class WebSocketServer:
         origin = request.header("origin")
         if origin and self.origins is not None and origin.rstrip("/") not in self.origins:
             raise Refuse(403, "origin not allowed (WEBSOCKET_CORS_ORIGIN)")
-        if self.pool.live >= self.pool.max_children:
-            self.hub.refused_total += 1
+        hub = self.hub
+        if hub.active_connections >= hub.settings.max_connections:
+            hub.refused_total += 1
             raise Refuse(503, "pool_full: MAX_CONCURRENT_CONNECTIONS reached",
                          headers=[("Retry-After", "5")])
+        address = request.remote.rsplit(":", 1)[0].strip("[]") if request.remote else "local"
+        refusal = hub.pending_refusal(address)
+        if refusal is not None:
+            hub.refused_pending += 1
+            status = 503 if hub.pending >= hub.settings.prelogin_max else 429
+            raise Refuse(status, f"pool_full: {refusal}", headers=[("Retry-After", "5")])
 
     async def _handle(self, ws: WebSocketConnection) -> None:
         encoding = Encoding(ws.subprotocol) if ws.subprotocol else Encoding.MSGPACK

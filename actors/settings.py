@@ -14,11 +14,19 @@ class RealtimeSettings:
     rate_limit_per_minute: int = 100  # RATE_LIMIT_REQUESTS_PER_MINUTE
     allowed_origins: frozenset[str] | None = None  # WEBSOCKET_CORS_ORIGIN; None: any
     ring_size: int = 4096  # changes each topic keeps for replay
+    login_timeout_ms: int = 5_000  # WEBSOCKET_LOGIN_TIMEOUT: upgrade to welcome
+    prelogin_max: int = 100  # sockets waiting to log in, node-wide (WEBSOCKET_PRELOGIN_SHARE)
+    prelogin_per_address: int = 20  # WEBSOCKET_PRELOGIN_PER_ADDRESS
 
     @property
     def heartbeat_interval(self) -> float:
         """Seconds between heartbeats."""
         return self.heartbeat_interval_ms / 1000
+
+    @property
+    def login_timeout(self) -> float:
+        """Seconds a socket may take from its upgrade to its `welcome`."""
+        return self.login_timeout_ms / 1000
 
     @property
     def connection_timeout(self) -> float:

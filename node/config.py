@@ -117,6 +117,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBSOCKET_HEARTBEAT_INTERVAL", "30000", _MS, "ms between heartbeats, both ways"),
     Setting("WEBSOCKET_CONNECTION_TIMEOUT", "60000", _MS,
             "ms of silence after which a socket is closed"),
+    Setting("WEBSOCKET_LOGIN_TIMEOUT", "5000", _MS,
+            "ms a new socket has to log in (send `connect` and be authenticated)"),
+    Setting("WEBSOCKET_PRELOGIN_SHARE", "10", _int_parser(1, 100, " percent"),
+            "sockets waiting to log in, as a percentage of MAX_CONCURRENT_CONNECTIONS "
+            "(a quota of their own, on top of it)"),
+    Setting("WEBSOCKET_PRELOGIN_PER_ADDRESS", "20", _int_parser(1, 1_000_000),
+            "sockets one client address may have waiting to log in (more: HTTP 429)"),
     # --- seed 7.1: cache
     Setting("CACHE_TTL_SECONDS", "3600", _int_parser(0, 31_536_000),
             "seconds a cached full list (and its ETag row) is kept"),
@@ -201,6 +208,9 @@ class Config:
     websocket_cors_origin: str = "http://localhost:3000"
     websocket_heartbeat_interval: int = 30000
     websocket_connection_timeout: int = 60000
+    websocket_login_timeout: int = 5000
+    websocket_prelogin_share: int = 10
+    websocket_prelogin_per_address: int = 20
     cache_ttl_seconds: int = 3600
     cache_max_size_mb: int = 100
     enable_compression: bool = True

@@ -17,6 +17,10 @@ def realtime_settings(config: Config) -> RealtimeSettings:
         max_connections=config.max_concurrent_connections,
         rate_limit_per_minute=config.rate_limit_requests_per_minute,
         allowed_origins=_origins(config.websocket_cors_origin),
+        login_timeout_ms=config.websocket_login_timeout,
+        prelogin_max=max(1, config.max_concurrent_connections
+                         * config.websocket_prelogin_share // 100),
+        prelogin_per_address=config.websocket_prelogin_per_address,
     )
 
 

@@ -7,7 +7,9 @@
         ├── heartbeats            heartbeats out, silence checks, for every socket
         ├── database_services (one_for_one, patient)
         │   ├── presence              websocket_connections / deliveries, batched
+        │   ├── audit                 the security audit trail, batched
         │   ├── notification_producer notifications from every change
+        │   ├── session_guard         revokes sessions when a user's grants change
         │   ├── database_listener     LISTEN + sequencer + change-log reads
         │   ├── metrics_publisher
         │   ├── delivery_watch        orders past their expected date become late
@@ -42,6 +44,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from sinal.actors.audit import AuditWriter
 from sinal.actors.cluster import ClusterPresence
 from sinal.actors.delivery_watch import DeliveryWatch
 from sinal.actors.housekeeping import Housekeeping
@@ -52,6 +55,7 @@ from sinal.actors.metrics_service import MetricsService
 from sinal.actors.notifications import NotificationProducer, mark_offered, render_notification
 from sinal.actors.presence import PresenceWriter
 from sinal.actors.server import WebSocketServer, connection_pool
+from sinal.actors.sessions import SessionGuard
 from sinal.actors.topic import Topic
 from sinal.api.stats import RequestStats, performance_sample, resident_memory_mb
 from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
@@ -131,6 +135,7 @@ class Node:
     db: Database | None = None
     hub: Hub | None = None
     authenticator: Authenticator | None = None
+    audit: AuditWriter | None = None
     registry: Registry = field(default_factory=Registry)
     listener: DatabaseListener | None = None
     pool: DynamicSupervisor | None = None
@@ -240,6 +245,7 @@ class Node:
         config, db, registry = self.config, self.db, self.registry
         settings = realtime_settings(config)
         presence = PresenceWriter(db, self.node_id, registry=registry)
+        self.audit = AuditWriter(db, registry=registry)
         topics = {name: Topic(name, ring_size=settings.ring_size, registry=registry)
                   for name in LOG_TOPICS if name != NOTIFICATION_TOPIC}
         topics[NOTIFICATION_TOPIC] = Topic(
@@ -248,11 +254,12 @@ class Node:
         users = topics["user_changed"]
         self.authenticator = Authenticator(db, config.jwt_secret, lambda: users.version)
         hub = self.hub = Hub(settings, db, self.node_id, self.authenticator, topics,
-                             registry=registry, presence=presence)
+                             registry=registry, presence=presence, audit=self.audit)
         producer = NotificationProducer(db, registry=registry)
+        guard = SessionGuard(hub)
         self.listener = DatabaseListener(db, list(topics), registry=registry,
                                          poll_interval=self.listener_poll_interval,
-                                         changes_to=producer.name)
+                                         changes_to=(producer.name, guard.name))
         self.delivery_watch = DeliveryWatch(db, self.delivery_check_interval,
                                             registry=registry)
         self.housekeeping = Housekeeping(db, config.sinal_retention_hours, registry=registry)
@@ -276,7 +283,9 @@ class Node:
             "database_services",
             [
                 ChildSpec.of(presence),
+                ChildSpec.of(self.audit),
                 ChildSpec.of(producer),
+                ChildSpec.of(guard),
                 ChildSpec.of(self.listener),
                 ChildSpec.of(MetricsPublisher(hub, self.gather_metrics, self.metrics_interval)),
                 ChildSpec.of(self.delivery_watch),

@@ -36,9 +36,8 @@ async def test_lagged_while_the_server_closes_is_not_a_crash(
             # close frame, which we do not send yet (we do not read).
             for i in range(2 * BUDGET + 2):
                 await c.send(Subscribe(events=(TOPIC,), ref=f"over{i}"))
-            while not actor.closing:
-                await trio.sleep(0.01)
-            assert not actor.ws.closed  # still waiting for the peer
+            await trio.testing.wait_all_tasks_blocked()
+            assert actor.closing and not actor.ws.closed  # still waiting for the peer
             topic.end_all()  # the topic drops the subscription and reports it, mid-close
             assert topic.subscribers == 0
             await trio.sleep(0.5)  # the control loop sees the notice while closing

@@ -37,10 +37,12 @@ from tests.realtime.realtime_support import SECRET
 
 INTERVAL = 5.0  # WEBSOCKET_HEARTBEAT_INTERVAL, seconds
 TIMEOUT = 12.0  # WEBSOCKET_CONNECTION_TIMEOUT, seconds
+LOGIN = 3.0  # WEBSOCKET_LOGIN_TIMEOUT, seconds
 GUARD = 1000.0  # virtual seconds: far beyond anything a test waits for
 
 CONFIG = edge_config(WEBSOCKET_HEARTBEAT_INTERVAL=str(int(INTERVAL * 1000)),
-                     WEBSOCKET_CONNECTION_TIMEOUT=str(int(TIMEOUT * 1000)))
+                     WEBSOCKET_CONNECTION_TIMEOUT=str(int(TIMEOUT * 1000)),
+                     WEBSOCKET_LOGIN_TIMEOUT=str(int(LOGIN * 1000)))
 
 
 def heartbeat() -> ClientMessage:
@@ -135,20 +137,23 @@ async def test_server_sends_heartbeats_every_interval(
         assert isinstance(beat.timestamp, int) and abs(beat.timestamp - wall_ms) < 60_000
 
 
-async def test_connection_without_connect_is_closed_after_the_timeout(
+async def test_connection_without_connect_is_closed_after_the_login_timeout(
         autojump_clock: trio.testing.MockClock) -> None:
     hub = stub_hub(CONFIG)
     db = hub.db
     with trio.fail_after(GUARD):
         async with memory_session(hub) as (c, _):
             opened = trio.current_time()
+            await trio.testing.wait_all_tasks_blocked()
+            assert hub.pending == 1  # counted among the sockets waiting to log in
             got, closed = await c.receive_until_closed()
     assert closed.code == 4302 and closed.reason == "heartbeat_timeout"
-    assert closed.at == pytest.approx(opened + TIMEOUT)
+    assert closed.at == pytest.approx(opened + LOGIN)
     error_at, _ = timeout_error(got)
     assert [m for _, m in got if not isinstance(m, Error)] == []  # no heartbeat before connect
-    assert error_at == pytest.approx(opened + TIMEOUT)
+    assert error_at == pytest.approx(opened + LOGIN)
     assert hub.connections_total == 0 and db.queries == 0
+    assert hub.pending == 0 and hub.pending_by_address == {}
 
 
 async def test_late_connect_is_accepted_and_silence_counts_from_it(
@@ -156,7 +161,7 @@ async def test_late_connect_is_accepted_and_silence_counts_from_it(
     hub = stub_hub(CONFIG)
     with trio.fail_after(GUARD):
         async with memory_session(hub) as (c, _):
-            await trio.sleep(TIMEOUT - 1)  # just in time
+            await trio.sleep(LOGIN - 1)  # just in time
             t0 = await connect(c)
             got, closed = await c.receive_until_closed()
     assert closed.code == 4302
