@@ -1,8 +1,12 @@
 """The HTTP front end (Quart-Trio): REST reads and deltas, workflow writes, notification
 preferences, health, metrics, the supervisor tree, /openapi.json.
 
-`create_app(node)` takes the running node (engine.node.Node); the app runs in the node's
-process and supervisor tree (hypercorn on HTTP_PORT). Around every request:
+`create_app(settings, db, authenticator, realtime, stats)` takes exactly what the HTTP
+side uses: its settings (api/settings.py), the database, the one authenticator, a
+read-only view of the realtime side (api/realtime.py: memory only) and the request
+statistics it records into. The composition root (node/http.py) builds them from the
+running node and serves the app with hypercorn on HTTP_PORT, in the node's process and
+supervisor tree. Around every request:
 
 1. CORS preflights (OPTIONS with Access-Control-Request-Method) are answered at once.
 2. /api/*: the bearer token is verified (CPU only) and the request is charged to the
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Response, g, request
 from quart.sessions import NullSession, SessionInterface
@@ -47,11 +51,13 @@ from sinal.api.ops_routes import register_ops
 from sinal.api.preferences import register_preferences
 from sinal.api.problems import Problem
 from sinal.api.read_routes import register_reads
+from sinal.api.realtime import RealtimeView
+from sinal.api.settings import ApiSettings
+from sinal.api.stats import RequestStats
 from sinal.api.validation import MAX_BODY_BYTES
 from sinal.api.write_routes import register_writes
-
-if TYPE_CHECKING:
-    from sinal.node.wiring import Node
+from sinal.domain.db import Database
+from sinal.domain.principals import Authenticator
 
 log = logging.getLogger("sinal.api")
 
@@ -79,15 +85,15 @@ class _NoSessions(SessionInterface):
         return None
 
 
-def create_app(node: Node) -> QuartTrio:
+def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator,
+               realtime: RealtimeView, stats: RequestStats) -> QuartTrio:
     app = QuartTrio("sinal")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
     app.session_interface = _NoSessions()  # type: ignore[assignment]
-    api = ApiContext.build(node, app)
+    api = ApiContext.build(app, settings, db, authenticator, realtime, stats)
     app.extensions["sinal"] = api
-    config = node.config
-    origins = allowed_origins(config.websocket_cors_origin)
+    origins = settings.allowed_origins
 
     @app.before_request
     async def before() -> Response | None:
@@ -115,7 +121,7 @@ def create_app(node: Node) -> QuartTrio:
         if not api.charge(key):
             wait = max(1, math.ceil(api.limiter.retry_after(key)))
             raise Problem(429, "rate_limited",
-                          f"more than {config.rate_limit_requests_per_minute} requests per "
+                          f"more than {settings.rate_limit_per_minute} requests per "
                           f"minute; retry in {wait} s", headers={"Retry-After": str(wait)})
         return None
 
@@ -144,13 +150,13 @@ def create_app(node: Node) -> QuartTrio:
             return
         response.vary.add("Accept-Encoding")
         body = await response.get_data(as_text=False)
-        if wants_gzip(config.enable_compression, request.args.get("compress"),
+        if wants_gzip(settings.compression, request.args.get("compress"),
                       request.headers.get("Accept-Encoding"), len(body)):
             cached = getattr(g, "cached_body", None)
             if cached is not None and cached.body == body:
                 response.set_data(api.responses.gzipped(cached))  # compressed once
             else:
-                response.set_data(gzip_body(body, config.compression_level))
+                response.set_data(gzip_body(body, settings.compression_level))
             response.headers["Content-Encoding"] = "gzip"
 
     def _count(response: Response) -> None:

@@ -1,7 +1,11 @@
-"""What every endpoint shares: the node, the caller, JSON and problem responses, the database.
+"""What every endpoint shares: the settings, the realtime view, the caller, JSON and problem
+responses, the database.
 
-One `ApiContext` per app. Responses are always made with `app.response_class` (in
-Quart-Trio a body-less `quart.Response(status=304)` raises "no running event loop").
+One `ApiContext` per app, built from exactly what `create_app` is given (api/app.py): the
+HTTP side's settings, the database, the authenticator, the read-only view of the realtime
+side (api/realtime.py) and the request statistics. Responses are always made with
+`app.response_class` (in Quart-Trio a body-less `quart.Response(status=304)` raises "no
+running event loop").
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -24,15 +28,14 @@ from quart_trio import QuartTrio
 from sinal.api.auth import unauthorized
 from sinal.api.freshness import CommitFence
 from sinal.api.problems import PROBLEM_CONTENT_TYPE, Problem
+from sinal.api.realtime import RealtimeView
 from sinal.api.response_cache import ResponseCache
+from sinal.api.settings import ApiSettings
 from sinal.api.stats import HttpMetrics, RequestStats
 from sinal.domain.changes import sequence_changes
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator, AuthError, Principal
 from sinal.domain.ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from sinal.node.wiring import Node
 
 log = logging.getLogger("sinal.api")
 T = TypeVar("T")
@@ -59,9 +62,11 @@ def dump_json(body: Any) -> bytes:
 
 @dataclass
 class ApiContext:
-    node: Node
+    settings: ApiSettings
     app: QuartTrio
+    db: Database
     auth: Authenticator
+    realtime: RealtimeView
     limiter: RateLimiter
     responses: ResponseCache
     fence: CommitFence
@@ -70,30 +75,27 @@ class ApiContext:
     charged: int = 0  # requests charged to the rate limiter
 
     @classmethod
-    def build(cls, node: Node, app: QuartTrio) -> ApiContext:
-        assert node.db is not None and node.hub is not None and node.authenticator is not None
-        config = node.config
-        db = node.db
-
+    def build(cls, app: QuartTrio, settings: ApiSettings, db: Database,
+              authenticator: Authenticator, realtime: RealtimeView,
+              stats: RequestStats) -> ApiContext:
         async def sequence() -> int:
             return await db.run(lambda conn: sequence_changes(conn, SEQUENCE_ALL))
 
-        topics = node.hub.topics
-        responses = ResponseCache(config.cache_max_size_mb * 2**20, config.cache_ttl_seconds,
-                                  compression_level=config.compression_level,
-                                  clock=trio.current_time,
-                                  version_of=lambda topic: topics[topic].version)
-        fence = CommitFence(sequence)
+        responses = ResponseCache(settings.cache_max_bytes, settings.cache_ttl_seconds,
+                                  compression_level=settings.compression_level,
+                                  clock=trio.current_time, version_of=realtime.topic_version)
+        fence = CommitFence(sequence, realtime)
         return cls(
-            node=node,
+            settings=settings,
             app=app,
-            auth=node.authenticator,
-            limiter=RateLimiter(config.rate_limit_requests_per_minute,
-                                clock=trio.current_time),
+            db=db,
+            auth=authenticator,
+            realtime=realtime,
+            limiter=RateLimiter(settings.rate_limit_per_minute, clock=trio.current_time),
             responses=responses,
             fence=fence,
-            stats=node.http_stats,
-            metrics=HttpMetrics(node, responses, fence),
+            stats=stats,
+            metrics=HttpMetrics(stats, realtime.collectors(), responses, fence),
         )
 
     def charge(self, key: str) -> bool:
@@ -102,11 +104,6 @@ class ApiContext:
         if self.charged % FORGET_IDLE_EVERY == 0:
             self.limiter.forget_idle()  # full buckets: memory stays bounded by active callers
         return self.limiter.allow(key)
-
-    @property
-    def db(self) -> Database:
-        assert self.node.db is not None
-        return self.node.db
 
     # --- responses -------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
-from sinal.api.http_rules import CORS_EXPOSE_HEADERS, allowed_origins, cors_origin, wants_gzip
+from sinal.api.http_rules import CORS_EXPOSE_HEADERS, cors_origin, wants_gzip
 from sinal.api.problems import Problem
 from sinal.api.read_routes import FENCE_SCOPE_KEY, list_headers, not_modified, plan_list
 from sinal.api.resources import RESOURCES, Resource
@@ -59,13 +59,11 @@ class FastReads:
     def __init__(self, api: ApiContext, app: AsgiApp) -> None:
         self.api = api
         self.app = app
-        config = api.node.config
-        self.origins = allowed_origins(config.websocket_cors_origin)
-        self.smart = config.enable_smart_polling
-        self.compression = config.enable_compression
+        settings = api.settings
+        self.origins = settings.allowed_origins
+        self.smart = settings.smart_polling
+        self.compression = settings.compression
         self.lists: dict[str, Resource] = {r.path: r for r in RESOURCES.values()}
-        assert api.node.hub is not None
-        self.topics = api.node.hub.topics
         self.enabled = True  # tests switch it off to compare with the full path
         self.answered = 0
 
@@ -129,7 +127,7 @@ class FastReads:
             if not api.responses.holds(plan.cache_key):
                 return None
             # a kept body answers only once the topic is known current (api/freshness.py)
-            current = await api.fence.current(self.topics[resource.topic])
+            current = await api.fence.current(resource.topic)
             scope[FENCE_SCOPE_KEY] = current  # type: ignore[literal-required]
             if not current:  # (the full path then reads, without fencing again)
                 return None

@@ -10,7 +10,7 @@ another app, another node). A cached body keeps that promise only if the topic's
 is known to be current, and only the database knows that.
 
 HOW. `SELECT sinal_sequence_changes(...)` numbers every change committed so far and
-returns the head H; once the topic has published up to H (`topic.head >= H`, usually at
+returns the head H; once the topic has published up to H (its head >= H, usually at
 once, else after a short wait for the listener), the topic's version covers every change
 committed before the fence began, so the body kept under that version's ETag is the
 answer a fresh read would give (modulo its snapshot `offset`/`timestamp`, see
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from sinal.actors.topic import Topic
+from sinal.api.realtime import TopicPositions
 
 log = logging.getLogger("sinal.api")
 
@@ -45,9 +45,10 @@ class _Round:
 
 
 class CommitFence:
-    def __init__(self, sequence: Callable[[], Awaitable[int]], *,
+    def __init__(self, sequence: Callable[[], Awaitable[int]], topics: TopicPositions, *,
                  listener_wait: float = LISTENER_WAIT_SECONDS) -> None:
         self.sequence = sequence  # runs the sequencer, returns the head
+        self.topics = topics
         self.listener_wait = listener_wait
         self._running: _Round | None = None
         self.rounds = 0  # fences started (queries made)
@@ -65,16 +66,16 @@ class CommitFence:
                 return running.head
             # it began before: one of its waiters leads the next round, the others join it
 
-    async def current(self, topic: Topic) -> bool:
+    async def current(self, topic: str) -> bool:
         """True when `topic` has published every change committed before this call."""
         head = await self.head()
         if head is None:
             return False
-        if topic.head < head:
+        if self.topics.topic_head(topic) < head:
             self.waits += 1
             with trio.move_on_after(self.listener_wait):
-                await topic.wait_head(head)
-        return topic.head >= head
+                await self.topics.wait_head(topic, head)
+        return self.topics.topic_head(topic) >= head
 
     async def _lead(self) -> int | None:
         self.rounds += 1

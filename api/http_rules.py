@@ -10,6 +10,7 @@ no time stamp), so the same body always compresses to the same bytes.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Collection
 
 GZIP_MIN_BYTES = 1024
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
@@ -22,7 +23,7 @@ def allowed_origins(setting: str) -> set[str] | None:
     return None if "*" in origins else origins
 
 
-def cors_origin(origin: str | None, origins: set[str] | None) -> str | None:
+def cors_origin(origin: str | None, origins: Collection[str] | None) -> str | None:
     """The `Access-Control-Allow-Origin` value for a request's `Origin`, or None."""
     if not origin:
         return None

@@ -22,28 +22,29 @@ from quart import Response
 
 from sinal.api.context import ApiContext
 from sinal.api.openapi import openapi_document
+from sinal.api.stats import health_report
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def register_ops(api: ApiContext) -> None:
-    app, node = api.app, api.node
+    app, realtime, node_id = api.app, api.realtime, api.settings.node_id
 
     @app.get("/health/live")
     async def live() -> Response:
-        return api.json({"status": "ok", "node": node.node_id})
+        return api.json({"status": "ok", "node": node_id})
 
     @app.get("/health/ready")
     async def ready() -> Response:
-        listening = node.listener is not None and node.listener.listen_conn is not None
-        ok = node.ready.is_set() and listening
-        body = {"status": "ready" if ok else "starting" if not node.ready.is_set()
-                else "database_unavailable", "node": node.node_id, "listening": listening}
+        serving, listening = realtime.ready(), realtime.listening()
+        ok = serving and listening
+        body = {"status": "ready" if ok else "starting" if not serving
+                else "database_unavailable", "node": node_id, "listening": listening}
         return api.json(body, 200 if ok else 503)
 
     @app.get("/health/realtime")
-    async def realtime() -> Response:
-        metrics = node.health_metrics()
+    async def health() -> Response:
+        metrics = health_report(realtime, api.stats, api.settings.max_connections)
         return api.json(metrics, 200 if metrics["healthy"] else 503)
 
     @app.get("/metrics")
@@ -55,9 +56,8 @@ def register_ops(api: ApiContext) -> None:
     @app.get("/api/metrics/realtime")
     async def realtime_metrics() -> Response:
         await api.caller()
-        hub = node.hub
         return api.json({
-            "activeConnections": hub.active_connections if hub else 0,
+            "activeConnections": realtime.active_connections(),
             **api.stats.snapshot(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
@@ -66,7 +66,7 @@ def register_ops(api: ApiContext) -> None:
     async def supervisor() -> Response:
         if not api.operator():
             await api.admin()
-        return api.json(node.status_tree())
+        return api.json(realtime.status_tree())
 
     document = openapi_document()
 
@@ -78,9 +78,9 @@ def register_ops(api: ApiContext) -> None:
     async def index() -> Response:
         return api.json({
             "name": "sinal",
-            "node": node.node_id,
-            "uptime": round(time.monotonic() - node.started_at, 3),
-            "websocket": node.websocket_url,
+            "node": node_id,
+            "uptime": round(realtime.uptime(), 3),
+            "websocket": realtime.websocket_url(),
             "openapi": "/openapi.json",
             "endpoints": sorted(document["paths"]),
         })

@@ -122,16 +122,14 @@ class ListPlan:
 def plan_list(api: ApiContext, resource: Resource, row_filter: RowFilter,
               args: Mapping[str, str]) -> ListPlan:
     """Parse a list read's query (first value of each parameter); Problem when malformed."""
-    config = api.node.config
     fields = parse_fields(args.get("fields"), resource)
-    since = parse_since(args.get("since")) if config.enable_delta_updates else None
+    since = parse_since(args.get("since")) if api.settings.delta_updates else None
     limit = parse_limit(args.get("limit"))
     cursor = parse_cursor(args.get("cursor"))
     parse_flag("compress", args.get("compress"))
     if since is not None and cursor is not None:
         raise bad_parameter("cursor", "pages are for full lists; a delta has no cursor")
-    assert api.node.hub is not None
-    version = api.node.hub.topics[resource.topic].version
+    version = api.realtime.topic_version(resource.topic)
     scope = scope_key(row_filter)
     if since is not None:
         etag = make_etag("delta", resource.name, scope, fields, version)
@@ -198,9 +196,7 @@ FENCE_SCOPE_KEY = "sinal.fenced"  # api/fast_reads.py's fence result for this re
 
 
 def _list_view(api: ApiContext, resource: Resource) -> Any:
-    smart = api.node.config.enable_smart_polling
-    assert api.node.hub is not None
-    topic = api.node.hub.topics[resource.topic]
+    smart = api.settings.smart_polling
 
     async def view() -> Response:
         row_filter = await _readable(api, resource)
@@ -214,7 +210,7 @@ def _list_view(api: ApiContext, resource: Resource) -> Any:
         reuse = api.responses.holds(plan.cache_key)
         if reuse:
             fenced = request.scope.get(FENCE_SCOPE_KEY)  # the fast path's, if it fenced
-            reuse = await api.fence.current(topic) if fenced is None else bool(fenced)
+            reuse = await api.fence.current(resource.topic) if fenced is None else bool(fenced)
         if reuse:
             plan = plan_list(api, resource, row_filter, request.args)  # as of the fence
 

@@ -1,4 +1,4 @@
-"""The node's own request statistics and its Prometheus exposition.
+"""The node's own request statistics, its health payload and its Prometheus exposition.
 
 `RequestStats` keeps per-second buckets for the last five minutes (memory is constant):
 requests per minute, mean latency, and the REST cache hit rate -- the share of list
@@ -7,10 +7,11 @@ and the metrics service. Health and alerts judge the hit rate only over at least
 `MIN_READS_FOR_HIT_RATE` reads (a node that just served a few first fetches is not sick).
 
 `HttpMetrics` is a per-app Prometheus registry: request counts and latency histograms by
-route, and scrape-time gauges read from the node (connections, topics, frames fanned out,
-listener lag) and from the response cache (hits, misses, entries, bytes). Actor restarts
-and the other runtime counters live in the default registry (engine/metrics.py); GET
-/metrics serves both.
+route, scrape-time counters of the request statistics and of the response cache (hits,
+misses, entries, bytes), and the realtime side's collectors (connections, topics, frames
+fanned out, listener lag), which the realtime view supplies (api/realtime.py). Actor
+restarts and the other runtime counters live in the default registry (engine/metrics.py);
+GET /metrics serves both.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import os
 import resource
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from sinal.api.freshness import CommitFence
+    from sinal.api.realtime import RealtimeView
     from sinal.api.response_cache import ResponseCache
-    from sinal.node.wiring import Node
 
 WINDOW_SECONDS = 300
 MIN_READS_FOR_HIT_RATE = 20
@@ -104,6 +106,11 @@ class RequestStats:
                 "averageLatency": self.average_latency_ms()}
 
 
+def peak_memory_mb() -> float:
+    """The peak resident set size (getrusage)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def resident_memory_mb() -> float:
     """Current resident set size (Linux /proc), else the peak from getrusage."""
     try:
@@ -114,85 +121,51 @@ def resident_memory_mb() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def performance_sample(node: Node) -> dict[str, float]:
-    """What the metrics service records and checks (seed 8.2's metrics)."""
-    stats = node.http_stats
-    hub = node.hub
-    return {
+def health_report(realtime: RealtimeView, stats: RequestStats, max_connections: int
+                  ) -> dict[str, Any]:
+    """Seed 8.2's health payload (GET /health/realtime), from memory only (a health check
+    never queries).
+
+    cacheHitRate (REST 304s over list reads) and averageLatency (ms) cover the last five
+    minutes of requests; the hit rate is judged only over at least MIN_READS_FOR_HIT_RATE
+    reads. Healthy: the node serves, holds fewer than MAX_CONCURRENT_CONNECTIONS sockets,
+    its judged hit rate is over 0.7 and its mean latency under 500 ms."""
+    connections = realtime.active_connections()
+    metrics: dict[str, Any] = {
+        "websocketConnections": connections,
+        "cacheHitRate": stats.cache_hit_rate(),
         "averageLatency": stats.average_latency_ms(),
-        "cacheHitRate": stats.cache_hit_rate() if stats.hit_rate_judged() else 1.0,
-        "requestsPerMinute": float(stats.requests_per_minute()),
-        "activeConnections": float(hub.active_connections if hub else 0),
-        "memoryMb": resident_memory_mb(),
-        "listenerLag": float(node.listener.lag if node.listener else 0),
+        "uptime": round(realtime.uptime(), 3),
+        "memoryUsage": {"maxRssMb": peak_memory_mb(), "rssMb": resident_memory_mb()},
+        "listener": realtime.listener_status(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    metrics["healthy"] = (
+        realtime.ready()
+        and connections < max_connections
+        and (metrics["cacheHitRate"] > 0.7 or not stats.hit_rate_judged())
+        and metrics["averageLatency"] < 500
+    )
+    return metrics
 
 
-class _NodeCollector:
-    """Scrape-time gauges from the node's memory."""
+class _StatsCollector(Collector):
+    """Scrape-time counters of the node's request statistics."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, stats: RequestStats) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        node, hub, listener = self.node, self.node.hub, self.node.listener
-        ready = GaugeMetricFamily("sinal_node_ready", "1 once the node serves")
-        ready.add_metric([], 1 if node.ready.is_set() else 0)
-        yield ready
-        if hub is not None:
-            conns = GaugeMetricFamily("sinal_websocket_connections", "Open WebSocket sessions")
-            conns.add_metric([], hub.active_connections)
-            yield conns
-            opened = CounterMetricFamily("sinal_websocket_connections_opened",
-                                         "WebSocket sessions authenticated since start")
-            opened.add_metric([], hub.connections_total)
-            yield opened
-            refused = CounterMetricFamily("sinal_websocket_refused",
-                                          "WebSocket upgrades refused (over the limit)")
-            refused.add_metric([], hub.refused_total)
-            yield refused
-            subscribers = GaugeMetricFamily("sinal_topic_subscribers", "Subscriptions by topic",
-                                            labels=["topic"])
-            head = GaugeMetricFamily("sinal_topic_head", "Last position published, by topic",
-                                     labels=["topic"])
-            frames = CounterMetricFamily("sinal_topic_frames_out",
-                                         "Frames fanned out to sockets, by topic",
-                                         labels=["topic"])
-            lagged = CounterMetricFamily("sinal_topic_lagged",
-                                         "Subscriptions ended as slow consumers, by topic",
-                                         labels=["topic"])
-            for name, topic in sorted(hub.topics.items()):
-                subscribers.add_metric([name], topic.subscribers)
-                head.add_metric([name], topic.head)
-                frames.add_metric([name], topic.frames_out)
-                lagged.add_metric([name], topic.lagged_total)
-            yield subscribers
-            yield head
-            yield frames
-            yield lagged
-        if listener is not None:
-            lag = GaugeMetricFamily("sinal_listener_lag",
-                                    "Changes sequenced but not yet handed to topics")
-            lag.add_metric([], listener.lag)
-            yield lag
-            position = GaugeMetricFamily("sinal_listener_position",
-                                         "Change-log position the listener has reached")
-            position.add_metric([], listener.position)
-            yield position
-            read = CounterMetricFamily("sinal_listener_changes_read", "Changes read from the log")
-            read.add_metric([], listener.changes_read)
-            yield read
-        stats = node.http_stats
         hits = CounterMetricFamily("sinal_http_cache_hits",
                                    "List reads answered 304 Not Modified")
-        hits.add_metric([], stats.hits_total)
+        hits.add_metric([], self.stats.hits_total)
         yield hits
         reads = CounterMetricFamily("sinal_http_list_reads", "List reads (200 or 304)")
-        reads.add_metric([], stats.reads_total)
+        reads.add_metric([], self.stats.reads_total)
         yield reads
 
 
-class _ResponseCacheCollector:
+class _ResponseCacheCollector(Collector):
     def __init__(self, cache: ResponseCache, fence: CommitFence | None) -> None:
         self.cache = cache
         self.fence = fence
@@ -221,7 +194,8 @@ class _ResponseCacheCollector:
 
 
 class HttpMetrics:
-    def __init__(self, node: Node, responses: ResponseCache | None = None,
+    def __init__(self, stats: RequestStats, collectors: Iterable[Collector] = (),
+                 responses: ResponseCache | None = None,
                  fence: CommitFence | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter("sinal_http_requests", "HTTP requests by route and status",
@@ -231,7 +205,8 @@ class HttpMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
-        self.registry.register(_NodeCollector(node))
+        for collector in (*collectors, _StatsCollector(stats)):
+            self.registry.register(collector)
         if responses is not None:
             self.registry.register(_ResponseCacheCollector(responses, fence))
         # label lookups cost more than the increments: keep the children (routes and

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import secrets
 import socket
 import time
@@ -41,8 +40,6 @@ from typing import Any
 
 import psycopg
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from sinal.actors.audit import AuditWriter
 from sinal.actors.cluster import ClusterPresence
@@ -57,7 +54,7 @@ from sinal.actors.presence import PresenceWriter
 from sinal.actors.server import WebSocketServer, connection_pool
 from sinal.actors.sessions import SessionGuard
 from sinal.actors.topic import Topic
-from sinal.api.stats import RequestStats, performance_sample, resident_memory_mb
+from sinal.api.stats import RequestStats
 from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
@@ -65,8 +62,10 @@ from sinal.engine.dynamic import DynamicSupervisor
 from sinal.engine.log import event
 from sinal.engine.registry import Registry
 from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
+from sinal.node import http as node_http
 from sinal.node.config import Config
 from sinal.node.embedded import EmbeddedPostgres
+from sinal.node.http import performance_sample
 from sinal.node.migrate import apply_migrations
 from sinal.node.settings import alert_thresholds, realtime_settings
 from sinal.websocket import ConnectionLimits
@@ -156,76 +155,23 @@ class Node:
         if not self.node_id:
             self.node_id = self.config.sinal_node_id or f"{socket.gethostname()}-{os.getpid()}"
 
-    # --- numbers ---------------------------------------------------------------------------
+    # --- numbers (node/http.py) ------------------------------------------------------------
 
     def health_metrics(self) -> dict[str, Any]:
-        """Seed 8.2's health payload, from memory only (a health check never queries).
-
-        cacheHitRate (REST 304s over list reads) and averageLatency (ms) cover the last five
-        minutes of requests (api.stats); the hit rate is judged only over at least
-        MIN_READS_FOR_HIT_RATE reads."""
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        connections = self.hub.active_connections if self.hub else 0
-        stats = self.http_stats
-        metrics: dict[str, Any] = {
-            "websocketConnections": connections,
-            "cacheHitRate": stats.cache_hit_rate(),
-            "averageLatency": stats.average_latency_ms(),
-            "uptime": round(time.monotonic() - self.started_at, 3),
-            "memoryUsage": {"maxRssMb": round(rss_mb, 1), "rssMb": resident_memory_mb()},
-            "listener": self.listener.describe() if self.listener else None,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        metrics["healthy"] = (
-            self.ready.is_set()
-            and connections < self.config.max_concurrent_connections
-            and (metrics["cacheHitRate"] > 0.7 or not stats.hit_rate_judged())
-            and metrics["averageLatency"] < 500
-        )
-        return metrics
+        """Seed 8.2's health payload, from memory only (a health check never queries)."""
+        return node_http.health_metrics(self)
 
     def gather_metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        assert self.hub is not None
-        performance = {
-            "connections": self.hub.active_connections,
-            "framesOut": sum(t.frames_out for t in self.hub.topics.values()),
-            "listenerLag": self.listener.lag if self.listener else 0,
-            "maxRssMb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            **self.http_stats.snapshot(),
-        }
-        status = {"node": self.node_id, "ready": self.ready.is_set(),
-                  "uptime": round(time.monotonic() - self.started_at, 1)}
-        return performance, status
+        return node_http.gather_metrics(self)
 
     def status_tree(self) -> dict[str, Any]:
-        tree: dict[str, Any] = self.root.status() if self.root else {}
-        cluster = ({"nodes": self.cluster.last_view,
-                    "connections": self.cluster.cluster_connections()}
-                   if self.cluster else None)
-        return {"node": self.node_id, "tree": tree, "cluster": cluster,
-                "realtime": self.hub.describe() if self.hub else None,
-                "listener": self.listener.describe() if self.listener else None}
+        return node_http.status_tree(self)
 
     # --- children ----------------------------------------------------------------------------
 
     async def serve_http(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
-        from sinal.api.app import create_app
-
-        hconfig = HypercornConfig()
-        hconfig.bind = [f"{self.config.sinal_host}:{self.config.http_port}"]
-        hconfig.accesslog = None
-        hconfig.errorlog = logging.getLogger("hypercorn.error")
-        hconfig.graceful_timeout = 3
-        app = create_app(self)
-
-        async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-            await hypercorn_serve(app, hconfig, task_status=task_status)
-
-        async with trio.open_nursery() as nursery:
-            bound: list[str] = await nursery.start(run)
-            self.http_url = bound[0] if bound else ""
-            task_status.started()
+        await node_http.serve_http(self, task_status=task_status)
 
     def _metrics_service_spec(self) -> list[ChildSpec]:
         """performance_metrics rows and alerts, when ENABLE_PERFORMANCE_MONITORING."""

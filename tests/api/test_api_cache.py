@@ -4,8 +4,8 @@ the commit fence (api/freshness.py) behind both the fast path in front of Quart
 strings. tests/api/test_api_response_cache.py and tests/api/test_api_freshness.py test the
 cache and the fence alone.
 
-End-to-end tests serve their own app for the test node (`create_app(node)` on port 0), so
-they can reach its ApiContext: its cache, fence and counters start from zero.
+End-to-end tests serve their own app for the test node (node/http.py `build_app(node)` on
+port 0), so they can reach its ApiContext: its cache, fence and counters start from zero.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 import sinal.api.response_cache as response_cache
-from sinal.actors.hub import RateLimiter
-from sinal.api.app import create_app
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.fast_reads import FastReads, query_args
 from sinal.api.http_rules import gzip_body
 from sinal.api.problems import Problem
 from sinal.domain.principals import TokenCache
+from sinal.domain.ratelimit import RateLimiter
 from sinal.domain.tokens import mint_token
+from sinal.node.http import build_app
 from sinal.node.wiring import Node
 from tests.api.api_support import ADMIN, APPROVER, REQUESTER, Api
 from tests.api.test_api_reads import create, is_problem
@@ -78,7 +78,7 @@ async def served(node: Node, users: dict[str, Any], nursery: trio.Nursery,
         return await run(work)
 
     monkeypatch.setattr(db, "run", counted)
-    app = create_app(node)
+    app = build_app(node)
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None

@@ -11,19 +11,27 @@ import trio.testing
 from sinal.api.freshness import CommitFence
 
 
-class StubTopic:
-    def __init__(self, head: int) -> None:
-        self.head = head
+class StubTopics:
+    """Topic positions (api/realtime.py) with heads set by the test."""
+
+    def __init__(self, **heads: int) -> None:
+        self.heads = heads
         self.moved = trio.Event()
 
-    async def wait_head(self, position: int) -> None:
-        while self.head < position:
-            await self.moved.wait()
-            self.moved = trio.Event()
+    def topic_version(self, topic: str) -> int:
+        return self.heads[topic]
 
-    def publish(self, head: int) -> None:
-        self.head = head
+    def topic_head(self, topic: str) -> int:
+        return self.heads[topic]
+
+    async def wait_head(self, topic: str, position: int) -> None:
+        while self.heads[topic] < position:
+            await self.moved.wait()
+
+    def publish(self, topic: str, head: int) -> None:
+        self.heads[topic] = head
         self.moved.set()
+        self.moved = trio.Event()
 
 
 async def test_fence_rounds_are_shared_but_never_predate_a_caller(
@@ -35,7 +43,7 @@ async def test_fence_rounds_are_shared_but_never_predate_a_caller(
         await trio.sleep(1)
         return seen
 
-    fence = CommitFence(sequence)
+    fence = CommitFence(sequence, StubTopics())
     results: dict[str, tuple[int, int | None]] = {}
 
     async def caller(name: str) -> None:
@@ -60,19 +68,18 @@ async def test_fence_waits_for_the_listener_then_gives_up(
     async def sequence() -> int:
         return 10
 
-    fence = CommitFence(sequence, listener_wait=0.25)
-    topic = StubTopic(8)
+    topics = StubTopics(topic=8, late=8)
+    fence = CommitFence(sequence, topics, listener_wait=0.25)
     async with trio.open_nursery() as nursery:
 
         async def publish_later() -> None:
             await trio.sleep(0.1)
-            topic.publish(10)
+            topics.publish("topic", 10)
 
         nursery.start_soon(publish_later)
-        assert await fence.current(topic)  # type: ignore[arg-type]
-    late = StubTopic(8)
+        assert await fence.current("topic")
     start = trio.current_time()
-    assert not await fence.current(late)  # type: ignore[arg-type]
+    assert not await fence.current("late")
     assert trio.current_time() - start == pytest.approx(0.25)
     assert fence.waits == 2
 
@@ -81,6 +88,6 @@ async def test_a_failed_fence_means_read() -> None:
     async def sequence() -> int:
         raise psycopg.OperationalError("the database is gone")
 
-    fence = CommitFence(sequence)
+    fence = CommitFence(sequence, StubTopics(topic=0))
     assert await fence.head() is None
-    assert not await fence.current(StubTopic(0))  # type: ignore[arg-type]
+    assert not await fence.current("topic")

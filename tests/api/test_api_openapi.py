@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from sinal.api.app import create_app
 from sinal.api.problems import CODES
 from sinal.api.write_routes import ORDER_ACTIONS, REQUEST_ACTIONS
+from sinal.node.http import build_app
 from tests.api.api_support import ADMIN, APPROVER, BUYER, REQUESTER, Api
 
 
@@ -27,7 +27,7 @@ def node_settings() -> dict[str, str]:
 
 
 def app_routes(api: Api) -> set[tuple[str, str]]:
-    app = create_app(api.node)
+    app = build_app(api.node)
     routes = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":

@@ -1,0 +1,71 @@
+"""What the HTTP side may know of the realtime side: memory only, never a query.
+
+The HTTP app is given one `RealtimeView` (the composition root, node/http.py, implements it
+over the running node); it never sees actors, the hub or the node itself. Everything here
+is read from memory, so a 304, a health check or a scrape costs no query.
+
+- Topic positions (`TopicPositions`): a topic's *version* -- the position of its last
+  published change, or the floor of its replay ring when it has published none; ETags are
+  made from it -- and its *head* -- the log position up to which it has published
+  everything (it moves with other topics' changes too) -- and a way to wait for the head.
+  The commit fence and the ETags of fresh reads use these (api/freshness.py).
+- The node as operators see it: connections (/api/metrics/realtime, /health/realtime),
+  readiness and the listener (/health/ready), uptime and the WebSocket URL (`/`), the
+  supervisor tree (/api/supervisor), and the realtime side's Prometheus collectors
+  (/metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from prometheus_client.registry import Collector
+
+
+class TopicPositions(Protocol):
+    def topic_version(self, topic: str) -> int:
+        """The position of the topic's last published change (or its ring floor)."""
+        ...
+
+    def topic_head(self, topic: str) -> int:
+        """The log position up to which the topic has published every change."""
+        ...
+
+    async def wait_head(self, topic: str, position: int) -> None:
+        """Return once the topic has published everything up to `position`."""
+        ...
+
+
+class RealtimeView(TopicPositions, Protocol):
+    def ready(self) -> bool:
+        """The node serves (its supervisor tree has started)."""
+        ...
+
+    def listening(self) -> bool:
+        """The listener holds its connection to PostgreSQL (LISTEN)."""
+        ...
+
+    def active_connections(self) -> int:
+        """Open WebSocket sessions on this node."""
+        ...
+
+    def listener_status(self) -> dict[str, Any] | None:
+        """The listener's own description (position, lag, ...), None before it exists."""
+        ...
+
+    def uptime(self) -> float:
+        """Seconds since the node started."""
+        ...
+
+    def websocket_url(self) -> str:
+        """Where the node's WebSocket endpoint listens ("" until it does)."""
+        ...
+
+    def status_tree(self) -> dict[str, Any]:
+        """The supervisor tree, the hub, the listener and the cluster (GET /api/supervisor)."""
+        ...
+
+    def collectors(self) -> Iterable[Collector]:
+        """Prometheus collectors of the realtime side, read at scrape time."""
+        ...

@@ -1,0 +1,238 @@
+"""The node's HTTP side, composed: what the HTTP app is given, and the server that runs it.
+
+api/ knows nothing of the node: `create_app(settings, db, authenticator, realtime, stats)`
+takes its settings as plain values (`api_settings`), and a read-only view of the realtime
+side (`NodeRealtime`, the node's implementation of `api.realtime.RealtimeView`: memory
+only). This module also holds the node's numbers that mix both sides -- the health payload,
+the metrics publisher's sample, the metrics service's sample, the supervisor tree -- and
+`serve_http`, the `http` child of the node's supervisor tree (hypercorn on HTTP_PORT).
+
+What it reads of the running node: `node.hub.topics[name]` (`.version`, `.head`,
+`.wait_head(position)`), `node.hub.active_connections` and `.describe()`, `node.listener`
+(`.listen_conn`, `.lag`, `.position`, `.describe()`), `node.root.status()`,
+`node.cluster`, and the node's own `ready`, `started_at`, `node_id`, `websocket_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sinal.api.http_rules import allowed_origins
+from sinal.api.settings import ApiSettings
+from sinal.api.stats import health_report, peak_memory_mb, resident_memory_mb
+from sinal.node.config import Config
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from sinal.actors.hub import Hub
+    from sinal.node.wiring import Node
+
+
+def api_settings(config: Config, node_id: str) -> ApiSettings:
+    origins = allowed_origins(config.websocket_cors_origin)
+    return ApiSettings(
+        node_id=node_id,
+        allowed_origins=None if origins is None else frozenset(origins),
+        rate_limit_per_minute=config.rate_limit_requests_per_minute,
+        cache_max_bytes=config.cache_max_size_mb * 2**20,
+        cache_ttl_seconds=config.cache_ttl_seconds,
+        compression=config.enable_compression,
+        compression_level=config.compression_level,
+        delta_updates=config.enable_delta_updates,
+        smart_polling=config.enable_smart_polling,
+        max_connections=config.max_concurrent_connections,
+    )
+
+
+class NodeRealtime:
+    """The running node as the HTTP side may see it (api.realtime.RealtimeView)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def _hub(self) -> Hub:
+        hub = self.node.hub
+        assert hub is not None, "the HTTP side starts after the node built its tree"
+        return hub
+
+    def topic_version(self, topic: str) -> int:
+        return self._hub.topics[topic].version
+
+    def topic_head(self, topic: str) -> int:
+        return self._hub.topics[topic].head
+
+    async def wait_head(self, topic: str, position: int) -> None:
+        await self._hub.topics[topic].wait_head(position)
+
+    def ready(self) -> bool:
+        return self.node.ready.is_set()
+
+    def listening(self) -> bool:
+        listener = self.node.listener
+        return listener is not None and listener.listen_conn is not None
+
+    def active_connections(self) -> int:
+        hub = self.node.hub
+        return hub.active_connections if hub is not None else 0
+
+    def listener_status(self) -> dict[str, Any] | None:
+        listener = self.node.listener
+        return listener.describe() if listener is not None else None
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.node.started_at
+
+    def websocket_url(self) -> str:
+        return self.node.websocket_url
+
+    def status_tree(self) -> dict[str, Any]:
+        return status_tree(self.node)
+
+    def collectors(self) -> list[Collector]:
+        return [_RealtimeCollector(self.node)]
+
+
+# --- the node's numbers --------------------------------------------------------------------
+
+def status_tree(node: Node) -> dict[str, Any]:
+    """The supervisor tree, the cluster, the hub and the listener (GET /api/supervisor)."""
+    tree: dict[str, Any] = node.root.status() if node.root else {}
+    cluster = ({"nodes": node.cluster.last_view,
+                "connections": node.cluster.cluster_connections()}
+               if node.cluster else None)
+    return {"node": node.node_id, "tree": tree, "cluster": cluster,
+            "realtime": node.hub.describe() if node.hub else None,
+            "listener": node.listener.describe() if node.listener else None}
+
+
+def health_metrics(node: Node) -> dict[str, Any]:
+    """Seed 8.2's health payload (GET /health/realtime), from memory only."""
+    return health_report(NodeRealtime(node), node.http_stats,
+                         node.config.max_concurrent_connections)
+
+
+def gather_metrics(node: Node) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the metrics publisher pushes to admin sockets: performance and status."""
+    hub = node.hub
+    assert hub is not None
+    performance = {
+        "connections": hub.active_connections,
+        "framesOut": sum(t.frames_out for t in hub.topics.values()),
+        "listenerLag": node.listener.lag if node.listener else 0,
+        "maxRssMb": peak_memory_mb(),
+        **node.http_stats.snapshot(),
+    }
+    status = {"node": node.node_id, "ready": node.ready.is_set(),
+              "uptime": round(time.monotonic() - node.started_at, 1)}
+    return performance, status
+
+
+def performance_sample(node: Node) -> dict[str, float]:
+    """What the metrics service records and checks (seed 8.2's metrics)."""
+    stats = node.http_stats
+    hub = node.hub
+    return {
+        "averageLatency": stats.average_latency_ms(),
+        "cacheHitRate": stats.cache_hit_rate() if stats.hit_rate_judged() else 1.0,
+        "requestsPerMinute": float(stats.requests_per_minute()),
+        "activeConnections": float(hub.active_connections if hub else 0),
+        "memoryMb": resident_memory_mb(),
+        "listenerLag": float(node.listener.lag if node.listener else 0),
+    }
+
+
+class _RealtimeCollector(Collector):
+    """Scrape-time gauges of the realtime side, from the node's memory."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node, hub, listener = self.node, self.node.hub, self.node.listener
+        ready = GaugeMetricFamily("sinal_node_ready", "1 once the node serves")
+        ready.add_metric([], 1 if node.ready.is_set() else 0)
+        yield ready
+        if hub is not None:
+            conns = GaugeMetricFamily("sinal_websocket_connections", "Open WebSocket sessions")
+            conns.add_metric([], hub.active_connections)
+            yield conns
+            opened = CounterMetricFamily("sinal_websocket_connections_opened",
+                                         "WebSocket sessions authenticated since start")
+            opened.add_metric([], hub.connections_total)
+            yield opened
+            refused = CounterMetricFamily("sinal_websocket_refused",
+                                          "WebSocket upgrades refused (over the limit)")
+            refused.add_metric([], hub.refused_total)
+            yield refused
+            subscribers = GaugeMetricFamily("sinal_topic_subscribers", "Subscriptions by topic",
+                                            labels=["topic"])
+            head = GaugeMetricFamily("sinal_topic_head", "Last position published, by topic",
+                                     labels=["topic"])
+            frames = CounterMetricFamily("sinal_topic_frames_out",
+                                         "Frames fanned out to sockets, by topic",
+                                         labels=["topic"])
+            lagged = CounterMetricFamily("sinal_topic_lagged",
+                                         "Subscriptions ended as slow consumers, by topic",
+                                         labels=["topic"])
+            for name, topic in sorted(hub.topics.items()):
+                subscribers.add_metric([name], topic.subscribers)
+                head.add_metric([name], topic.head)
+                frames.add_metric([name], topic.frames_out)
+                lagged.add_metric([name], topic.lagged_total)
+            yield subscribers
+            yield head
+            yield frames
+            yield lagged
+        if listener is not None:
+            lag = GaugeMetricFamily("sinal_listener_lag",
+                                    "Changes sequenced but not yet handed to topics")
+            lag.add_metric([], listener.lag)
+            yield lag
+            position = GaugeMetricFamily("sinal_listener_position",
+                                         "Change-log position the listener has reached")
+            position.add_metric([], listener.position)
+            yield position
+            read = CounterMetricFamily("sinal_listener_changes_read", "Changes read from the log")
+            read.add_metric([], listener.changes_read)
+            yield read
+
+
+# --- the server ----------------------------------------------------------------------------
+
+def build_app(node: Node) -> QuartTrio:
+    """The HTTP app over the running node (after `build_tree`)."""
+    from sinal.api.app import create_app  # Quart loads only for the nodes that serve
+
+    assert node.db is not None and node.authenticator is not None
+    return create_app(api_settings(node.config, node.node_id), node.db, node.authenticator,
+                      NodeRealtime(node), node.http_stats)
+
+
+async def serve_http(node: Node, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Hypercorn on SINAL_HOST:HTTP_PORT; `node.http_url` once bound."""
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"{node.config.sinal_host}:{node.config.http_port}"]
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.graceful_timeout = 3
+    app = build_app(node)
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        await hypercorn_serve(app, hconfig, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        bound: list[str] = await nursery.start(run)
+        node.http_url = bound[0] if bound else ""
+        task_status.started()
