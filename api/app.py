@@ -19,8 +19,9 @@ supervisor tree. Around every request:
 
 In front of all this, `api.fast_reads.FastReads` answers the list reads it can answer from
 memory alone (a 304, or a body from the response cache) with the same rules, without
-Quart's per-request machinery; everything else (errors included) comes here. Sessions are
-not used: every request shares one null session instead of building one.
+Quart's per-request machinery; everything else (errors included) comes here. Both ask the
+one list read (api/list_reads.py). Sessions are not used: every request shares one null
+session instead of building one.
 """
 
 from __future__ import annotations
@@ -143,20 +144,16 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
         return response
 
     async def _maybe_gzip(response: Response) -> None:
-        if "Content-Encoding" in response.headers:
-            return
         mimetype = response.mimetype or ""
         if not (mimetype.endswith("json") or mimetype.startswith("text/")):
             return
         response.vary.add("Accept-Encoding")
+        if "Content-Encoding" in response.headers:
+            return  # a list read sends its cached gzip form (api/list_reads.py)
         body = await response.get_data(as_text=False)
         if wants_gzip(settings.compression, request.args.get("compress"),
                       request.headers.get("Accept-Encoding"), len(body)):
-            cached = getattr(g, "cached_body", None)
-            if cached is not None and cached.body == body:
-                response.set_data(api.responses.gzipped(cached))  # compressed once
-            else:
-                response.set_data(gzip_body(body, settings.compression_level))
+            response.set_data(gzip_body(body, settings.compression_level))
             response.headers["Content-Encoding"] = "gzip"
 
     def _count(response: Response) -> None:

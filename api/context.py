@@ -1,5 +1,5 @@
 """What every endpoint shares: the settings, the realtime view, the caller, JSON and problem
-responses, the database.
+responses, the database, the list reads.
 
 One `ApiContext` per app, built from exactly what `create_app` is given (api/app.py): the
 HTTP side's settings, the database, the authenticator, the read-only view of the realtime
@@ -10,13 +10,9 @@ running event loop").
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,6 +23,8 @@ from quart_trio import QuartTrio
 
 from sinal.api.auth import unauthorized
 from sinal.api.freshness import CommitFence
+from sinal.api.http_rules import dump_json
+from sinal.api.list_reads import ListReads
 from sinal.api.problems import PROBLEM_CONTENT_TYPE, Problem
 from sinal.api.realtime import RealtimeView
 from sinal.api.response_cache import ResponseCache
@@ -37,27 +35,12 @@ from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator, AuthError, Principal
 from sinal.domain.ratelimit import RateLimiter
 
+__all__ = ["ApiContext", "dump_json"]
+
 log = logging.getLogger("sinal.api")
 T = TypeVar("T")
 FORGET_IDLE_EVERY = 4096
 SEQUENCE_ALL = 2**31 - 1  # the fence numbers every committed change, however many
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def dump_json(body: Any) -> bytes:
-    return json.dumps(body, default=_json_default, ensure_ascii=False,
-                      separators=(",", ":")).encode()
 
 
 @dataclass
@@ -73,6 +56,11 @@ class ApiContext:
     stats: RequestStats
     metrics: HttpMetrics
     charged: int = 0  # requests charged to the rate limiter
+    reads: ListReads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = ListReads(self.settings, self.realtime, self.responses, self.fence,
+                               self.run)
 
     @classmethod
     def build(cls, app: QuartTrio, settings: ApiSettings, db: Database,

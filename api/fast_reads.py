@@ -10,13 +10,11 @@ about 1,500. `FastReads` is ASGI middleware that answers exactly those requests 
 with the app's own rules and helpers:
 
     GET /api/<list resource>  (no body)
-      token    api.tokens          (cached verification, api/auth.py)
-      caller   api.auth.peek (memory only)
+      token    api.auth.tokens     (cached verification, api/auth.py)
+      caller   api.auth.peek       (memory only)
       filter   permission_filter   (the same as the view's)
-      query    plan_list           (the same parsing, the same ETag)
-      answer   304 when the ETag matches (no query); else the cached body (and its gzip
-               form) when the response cache has it and the commit fence proves the topic
-               current (one shared sequencer call, api/freshness.py)
+      answer   api.reads           (api/list_reads.py, the one list read, asked for what
+                                    memory can answer: a 304, or a kept body proven current)
       limit    charged to the same bucket, counted in the same stats and metrics,
                CORS and Vary headers as api/app.py adds them
 
@@ -39,10 +37,9 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, S
 
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
-from sinal.api.http_rules import CORS_EXPOSE_HEADERS, cors_origin, wants_gzip
+from sinal.api.http_rules import CORS_EXPOSE_HEADERS, cors_origin
 from sinal.api.problems import Problem
-from sinal.api.read_routes import FENCE_SCOPE_KEY, list_headers, not_modified, plan_list
-from sinal.api.resources import RESOURCES, Resource
+from sinal.api.resources import LISTS, Resource
 from sinal.domain.access import AccessError, permission_filter
 from sinal.domain.db import DB_SCOPE
 
@@ -59,11 +56,6 @@ class FastReads:
     def __init__(self, api: ApiContext, app: AsgiApp) -> None:
         self.api = api
         self.app = app
-        settings = api.settings
-        self.origins = settings.allowed_origins
-        self.smart = settings.smart_polling
-        self.compression = settings.compression
-        self.lists: dict[str, Resource] = {r.path: r for r in RESOURCES.values()}
         self.enabled = True  # tests switch it off to compare with the full path
         self.answered = 0
 
@@ -72,7 +64,7 @@ class FastReads:
         DB_SCOPE.set("http")  # this request's task (and its children) count as HTTP
         if self.enabled and scope["type"] == "http" and scope["method"] == "GET" \
                 and not scope.get("root_path"):
-            resource = self.lists.get(scope["path"])
+            resource = LISTS.get(scope["path"])
             if resource is not None:
                 started = time.perf_counter()
                 try:
@@ -101,12 +93,8 @@ class FastReads:
             elif name == b"transfer-encoding" or (name == b"content-length"
                                                   and value.strip() != b"0"):
                 return None  # a body: the full path reads it first (see api/app.py)
-        authorization = found.get(b"authorization")
-        if_none_match = found.get(b"if-none-match")
-        accept_encoding = found.get(b"accept-encoding")
-        origin = found.get(b"origin")
         try:
-            claims = bearer_claims(api.auth.tokens, authorization)
+            claims = bearer_claims(api.auth.tokens, found.get(b"authorization"))
         except Problem:
             return None
         principal = api.auth.peek(claims)
@@ -118,36 +106,24 @@ class FastReads:
         try:
             row_filter = permission_filter(principal, resource.topic)
             args = query_args(scope["query_string"])
-            plan = plan_list(api, resource, row_filter, args)
+            plan = api.reads.plan(resource, row_filter, args)
         except (AccessError, Problem, UnicodeDecodeError):
             return None
-        if self.smart and not_modified(plan, if_none_match, args.get("etag")):
-            status, body, entry = 304, b"", None
-        else:
-            if not api.responses.holds(plan.cache_key):
-                return None
-            # a kept body answers only once the topic is known current (api/freshness.py)
-            current = await api.fence.current(resource.topic)
-            scope[FENCE_SCOPE_KEY] = current  # type: ignore[literal-required]
-            if not current:  # (the full path then reads, without fencing again)
-                return None
-            plan = plan_list(api, resource, row_filter, args)  # the version as of the fence
-            entry = api.responses.get(plan.cache_key, resource.topic, plan.version)
-            if entry is None or api.limiter.retry_after(bucket) > 0:
-                return None
-            status, body = 200, entry.body
+        answer = await api.reads.answer(plan, found.get(b"if-none-match"), args.get("etag"),
+                                        memory_only=True)
+        if answer is None or api.limiter.retry_after(bucket) > 0:
+            return None  # (a checkpoint since the first look: the bucket may be empty now)
         api.charge(bucket)  # the bucket holds a token (no checkpoint since): cannot refuse
 
+        settings = api.settings
         headers = [(name.lower().encode(), value.encode())
-                   for name, value in list_headers(plan, self.smart).items()]
-        gzipped = False
-        if entry is not None:
-            if wants_gzip(self.compression, args.get("compress"), accept_encoding,
-                          len(body)):
-                body, gzipped = api.responses.gzipped(entry), True
+                   for name, value in answer.headers(settings.smart_polling).items()]
+        body, gzipped = answer.body(api.responses, settings.compression,
+                                    args.get("compress"), found.get(b"accept-encoding"))
+        if answer.entry is not None:
             headers.append((b"content-type", b"application/json"))
             headers.append((b"content-length", str(len(body)).encode()))
-        allowed = cors_origin(origin, self.origins)
+        allowed = cors_origin(found.get(b"origin"), settings.allowed_origins)
         if allowed is not None:
             headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
             headers.append((b"access-control-expose-headers", _EXPOSE))
@@ -157,10 +133,10 @@ class FastReads:
             headers.append((b"content-encoding", b"gzip"))
 
         elapsed = time.perf_counter() - started
-        api.metrics.observe("GET", resource.path, status, elapsed)
-        api.stats.record(elapsed, read=True, hit=status == 304)
+        api.metrics.observe("GET", resource.path, answer.status, elapsed)
+        api.stats.record(elapsed, read=True, hit=answer.status == 304)
         self.answered += 1
-        return status, headers, body
+        return answer.status, headers, body
 
 
 def query_args(query_string: bytes) -> dict[str, str]:

@@ -9,8 +9,8 @@ reads right after its commit sees its write, whatever path the write took (our R
 another app, another node). A cached body keeps that promise only if the topic's version
 is known to be current, and only the database knows that.
 
-HOW. `SELECT sinal_sequence_changes(...)` numbers every change committed so far and
-returns the head H; once the topic has published up to H (its head >= H, usually at
+HOW. `SELECT sinal_sequence_changes(...)` numbers every change committed so
+far and returns the head H; once the topic has published up to H (`head >= H`, usually at
 once, else after a short wait for the listener), the topic's version covers every change
 committed before the fence began, so the body kept under that version's ETag is the
 answer a fresh read would give (modulo its snapshot `offset`/`timestamp`, see
@@ -18,12 +18,17 @@ api/response_cache.py). If the listener is too slow or the fence fails, the call
 
 COST. One short query, coalesced: a request joins the fence that starts after it arrived
 (a fence already running may predate its caller's commit), so N concurrent requests cost
-about two fences, not N. It does not touch rows or the change log's content.
+about two fences, not N. It does not touch rows or the change log's content. What a round
+proved negative stays true for a while, and is reused without a query: a topic that has
+not reached a head proven committed `listener_wait` seconds ago is still behind, and for
+`listener_wait` seconds after a failed round the callers read instead of trying again
+(the fast path gives up on such a request and the full path, behind it, asks again).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -46,11 +51,15 @@ class _Round:
 
 class CommitFence:
     def __init__(self, sequence: Callable[[], Awaitable[int]], topics: TopicPositions, *,
-                 listener_wait: float = LISTENER_WAIT_SECONDS) -> None:
+                 listener_wait: float = LISTENER_WAIT_SECONDS,
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self.sequence = sequence  # runs the sequencer, returns the head
         self.topics = topics
         self.listener_wait = listener_wait
+        self.clock = clock
         self._running: _Round | None = None
+        self._proofs: deque[tuple[float, int]] = deque()  # (when, head) of recent rounds
+        self._failed_at = float("-inf")
         self.rounds = 0  # fences started (queries made)
         self.waits = 0  # fences after which the listener had to catch up
 
@@ -68,6 +77,8 @@ class CommitFence:
 
     async def current(self, topic: str) -> bool:
         """True when `topic` has published every change committed before this call."""
+        if self._known_behind(topic):
+            return False
         head = await self.head()
         if head is None:
             return False
@@ -77,6 +88,18 @@ class CommitFence:
                 await self.topics.wait_head(topic, head)
         return self.topics.topic_head(topic) >= head
 
+    def _known_behind(self, topic: str) -> bool:
+        """An earlier round already answers no: the topic is still short of a head proven
+        committed longer than `listener_wait` ago, or a round failed just now."""
+        now = self.clock()
+        if now - self._failed_at < self.listener_wait:
+            return True
+        cutoff, proofs = now - self.listener_wait, self._proofs
+        while len(proofs) > 1 and proofs[1][0] <= cutoff:
+            proofs.popleft()  # the first proof left is the latest one old enough
+        return bool(proofs) and proofs[0][0] <= cutoff \
+            and self.topics.topic_head(topic) < proofs[0][1]
+
     async def _lead(self) -> int | None:
         self.rounds += 1
         round_ = self._running = _Round(self.rounds)
@@ -84,6 +107,9 @@ class CommitFence:
             round_.head = await self.sequence()
         except Exception as exc:  # the callers read instead (and meet the error there)
             log.debug("commit fence failed: %s", exc)
+            self._failed_at = self.clock()
+        else:
+            self._proofs.append((self.clock(), round_.head))
         finally:
             self._running = None
             round_.done.set()

@@ -1,20 +1,43 @@
 """The HTTP rules every answer follows, shared by the Quart app (api/app.py) and the fast
-read path (api/fast_reads.py): CORS origins and gzip.
+read path (api/fast_reads.py): JSON bodies, CORS origins and gzip.
 
-CORS: WEBSOCKET_CORS_ORIGIN lists the browser origins that get
-`Access-Control-Allow-Origin` (with `Vary: Origin`); `*` allows any origin (and needs no
-`Vary`). GZIP: see `wants_gzip`. Compression sets the gzip header's MTIME to 0 (RFC 1952:
-no time stamp), so the same body always compresses to the same bytes.
+JSON: compact, UTF-8, datetimes as ISO 8601, decimals as numbers. CORS:
+WEBSOCKET_CORS_ORIGIN lists the browser origins that get `Access-Control-Allow-Origin`
+(with `Vary: Origin`); `*` allows any origin (and needs no `Vary`). GZIP: see
+`wants_gzip`. Compression sets the gzip header's MTIME to 0 (RFC 1952: no time stamp), so
+the same body always compresses to the same bytes.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import uuid
 from collections.abc import Collection
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 GZIP_MIN_BYTES = 1024
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match"
 CORS_EXPOSE_HEADERS = "ETag, Retry-After, Location, WWW-Authenticate"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dump_json(body: Any) -> bytes:
+    return json.dumps(body, default=_json_default, ensure_ascii=False,
+                      separators=(",", ":")).encode()
 
 
 def allowed_origins(setting: str) -> set[str] | None:

@@ -1,5 +1,5 @@
 """The commit fence alone (api/freshness.py), in virtual time: rounds shared but never
-older than their callers, the wait for the listener."""
+older than their callers, the wait for the listener, what a round proved reused."""
 
 from __future__ import annotations
 
@@ -82,6 +82,42 @@ async def test_fence_waits_for_the_listener_then_gives_up(
     assert not await fence.current("late")
     assert trio.current_time() - start == pytest.approx(0.25)
     assert fence.waits == 2
+
+
+async def test_what_a_round_proved_is_reused(autojump_clock: trio.testing.MockClock) -> None:
+    """A topic still short of a head proven committed a while ago is still behind: the
+    caller reads at once, with no second round (the full path, after the fast path gave up
+    on the same request)."""
+    async def sequence() -> int:
+        return 10
+
+    topics = StubTopics(topic=8, other=10)
+    fence = CommitFence(sequence, topics, listener_wait=0.25)
+    assert not await fence.current("topic")  # a round, then 0.25 s of waiting
+    start = trio.current_time()
+    assert not await fence.current("topic")
+    assert (fence.rounds, trio.current_time()) == (1, start), "no round, no wait"
+    assert await fence.current("other") and fence.rounds == 2, "other topics: a new round"
+    topics.publish("topic", 10)
+    assert await fence.current("topic") and fence.rounds == 3
+
+
+async def test_a_failed_round_is_not_tried_again_at_once(
+        autojump_clock: trio.testing.MockClock) -> None:
+    failing = [True]
+
+    async def sequence() -> int:
+        if failing[0]:
+            raise psycopg.OperationalError("the database is gone")
+        return 0
+
+    fence = CommitFence(sequence, StubTopics(topic=0), listener_wait=0.25)
+    assert not await fence.current("topic") and fence.rounds == 1
+    failing[0] = False
+    await trio.sleep(0.2)
+    assert not await fence.current("topic") and fence.rounds == 1, "the callers read"
+    await trio.sleep(0.05)
+    assert await fence.current("topic") and fence.rounds == 2
 
 
 async def test_a_failed_fence_means_read() -> None:
