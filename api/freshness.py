@@ -1,15 +1,22 @@
-"""Is what this node has published as new as what the database has committed? The commit
-fence, shared by concurrent requests, that lets a cached body answer a 200.
+"""What this node has published, against what the database has committed: the commit
+fence that lets a cached body answer a 200, and the version a fresh body reflects (its
+ETag).
 
 WHY. A 304 says "nothing was published for this topic since your ETag" -- memory only, and
 a change that committed but that the listener has not read yet (listener lag, usually a
 millisecond or two) is not seen. A 200 body has always promised more: it reflects every
 change committed before the request (the read runs the sequencer first), so a writer that
 reads right after its commit sees its write, whatever path the write took (our REST, psql,
-another app, another node). A cached body keeps that promise only if the topic's version
-is known to be current, and only the database knows that.
+another app, another node). Two consequences:
 
-HOW. `SELECT sinal_sequence_changes(...)` numbers every change committed so
+- A cached body keeps that promise only if the topic's version is known to be current,
+  and only the database knows that: `CommitFence.current`.
+- A fresh body may already show a change the listener has not published: its ETag must
+  be made from the version as of the body's log position, not from the version in
+  memory when the request came (else the next request, once the change is published,
+  would get the same body under another ETag): `version_as_of`.
+
+HOW (the fence). `SELECT sinal_sequence_changes(...)` numbers every change committed so
 far and returns the head H; once the topic has published up to H (`head >= H`, usually at
 once, else after a short wait for the listener), the topic's version covers every change
 committed before the fence began, so the body kept under that version's ETag is the
@@ -38,6 +45,21 @@ from sinal.api.realtime import TopicPositions
 log = logging.getLogger("sinal.api")
 
 LISTENER_WAIT_SECONDS = 0.25  # past this, a fresh read is cheaper than waiting
+
+
+async def version_as_of(topics: TopicPositions, topic: str, position: int, *,
+                        wait: float = LISTENER_WAIT_SECONDS) -> int | None:
+    """The topic's version as of log position `position` -- what a body that reflects the
+    log up to `position` shows -- from memory: once the topic has published up to
+    `position` (waiting up to `wait` seconds for the listener), its version, provided it
+    has published no later change meanwhile. None when that cannot be known."""
+    if topics.topic_head(topic) < position:
+        with trio.move_on_after(wait):
+            await topics.wait_head(topic, position)
+        if topics.topic_head(topic) < position:
+            return None
+    version = topics.topic_version(topic)
+    return version if version <= position else None
 
 
 class _Round:

@@ -14,8 +14,9 @@ validators -- it answers, in this order:
 1. 304 when the ETag made from the topic's version in memory matches (no query at all);
 2. the encoded body kept in the response cache (api/response_cache.py) under that ETag,
    once the commit fence proves the topic current (api/freshness.py);
-3. otherwise a read (only the whole path reads): the sequencer, then one snapshot; the
-   body is kept under the ETag, and concurrent misses make one read.
+3. otherwise a read (only the whole path reads): the sequencer, one snapshot, then the
+   ETag of the version as of what the body reflects (api/freshness.py `version_as_of`);
+   the body is kept under that ETag, and concurrent misses make one read.
 
 A `ListAnswer` then gives the headers and the body (gzip form included) for either path
 to send; CORS, rate limits and counting stay with each path. See api/reads.py for the
@@ -30,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from sinal.api.freshness import CommitFence
+from sinal.api.freshness import CommitFence, version_as_of
 from sinal.api.http_rules import dump_json, wants_gzip
 from sinal.api.problems import Problem, bad_parameter
 from sinal.api.reads import (
@@ -111,7 +112,7 @@ def _etag(resource: Resource, row_filter: RowFilter, fields: tuple[str, ...],
 @dataclass(frozen=True, slots=True)
 class ListAnswer:
     """A 304, or a 200 with its body (kept or not); `etag` is None when the answer cannot
-    be revalidated (a partial delta)."""
+    be revalidated (a partial delta, or a version that could not be known)."""
 
     status: int
     etag: str | None
@@ -178,13 +179,18 @@ class ListReads:
 
             entry = await self.responses.fill(plan.cache_key, topic, plan.version, read,
                                               reuse=reuse)
-        if entry is None:
-            return None
-        return ListAnswer(200, plan.etag if entry.cacheable else None, entry)
+        return None if entry is None else ListAnswer(200, entry.etag, entry)
+
+    async def as_of(self, plan: ListPlan, position: int) -> ListPlan | None:
+        """`plan` with the version (and ETag) of a body that reflects the log up to
+        `position`; None when that version cannot be known."""
+        version = await version_as_of(self.topics, plan.resource.topic, position)
+        return None if version is None else plan.at(version)
 
 
 async def read_list_body(reads: ListReads, plan: ListPlan) -> Fresh:
-    """Query and encode the answer; a partial delta is not cacheable (and has no ETag)."""
+    """Query and encode the answer, with the ETag of what it reflects; an answer whose
+    version cannot be known, or a partial delta, is not kept and has no ETag."""
     resource, row_filter, fields = plan.resource, plan.row_filter, plan.fields
     smart = reads.settings.smart_polling
     since = plan.since
@@ -205,21 +211,30 @@ async def read_list_body(reads: ListReads, plan: ListPlan) -> Fresh:
                 data.append(entry)
             else:
                 data.append({**project(entry, fields), "_operation": entry["_operation"]})
-        complete = not delta.has_more
+        tagged = None if delta.has_more else await reads.as_of(plan, delta.offset)
         body: dict[str, Any] = {
-            "data": data, "etag": plan.etag if smart and complete else None, "isDelta": True,
+            "data": data, "etag": tagged.etag if smart and tagged else None, "isDelta": True,
             "timestamp": delta.timestamp, "offset": delta.offset, "hasMore": delta.has_more,
         }
-        return Fresh(dump_json(body), cacheable=complete)
+        return _fresh(body, tagged)
 
     def page_work(conn: psycopg.Connection[Any]) -> Any:
         return read_page(conn, resource, row_filter, plan.limit, plan.cursor)
 
     page = await reads.run(page_work)
+    tagged = await reads.as_of(plan, page.snapshot) if page.exact else None
     body = {
         "data": [project(row, fields) for row in page.rows],
-        "etag": plan.etag if smart else None, "isDelta": False,
+        "etag": tagged.etag if smart and tagged else None, "isDelta": False,
         "timestamp": page.timestamp, "offset": page.offset,
         "nextCursor": encode_cursor(page.next_cursor) if page.next_cursor else None,
     }
-    return Fresh(dump_json(body))
+    return _fresh(body, tagged)
+
+
+def _fresh(body: dict[str, Any], tagged: ListPlan | None) -> Fresh:
+    """Kept under the ETag of what it reflects; without one, not kept."""
+    if tagged is None:
+        return Fresh(dump_json(body), cacheable=False)
+    return Fresh(dump_json(body), key=tagged.cache_key, version=tagged.version,
+                 etag=tagged.etag)

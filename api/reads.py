@@ -6,14 +6,17 @@ head position H and the page of rows. Every change at a position <= H committed 
 the sequencer transaction that numbered it, and that transaction is visible to the
 snapshot (it moved the head to H), so the rows reflect every change <= H. The snapshot
 may also reflect a few changes committed after the sequencer call: they have no position
-yet, or one above H, so `?since=H` delivers them again -- harmless, a delta carries each
-row's full last state and `_operation`, and applying it twice gives the same state.
+yet (and will get one above H), so `?since=H` delivers them again -- harmless, a delta
+carries each row's full last state and `_operation`, and applying it twice gives the same
+state. The same snapshot says whether it holds such a change of the topic (`Page.exact`
+is then false): only an exact page reflects the log up to H and nothing else.
 
 PAGES. Keyset pagination on `id` (rows in id order, `cursor` = the last id seen): a row
 that exists from the first page to the last is returned exactly once, whatever concurrent
 writers do; rows created, changed or deleted meanwhile are covered by the delta from the
 FIRST page's offset, which the cursor carries so that every page reports it. Poll
-`?since=<offset of the last page>` afterwards and nothing is missed.
+`?since=<offset of the last page>` afterwards and nothing is missed. Each later page is
+read like the first (sequencer, then one snapshot at its own head, `Page.snapshot`).
 
 DELTA. `?since=P`: the sequencer first (so a caller reads its own writes), then in one
 REPEATABLE READ transaction the head H, the retention floor, and the topic's changes in
@@ -24,15 +27,19 @@ like a subscription): with its full last state when it still matches (`insert` w
 caller cannot have had it before, else `update`), or as `{id, _operation: "delete"}` when
 it was deleted or left the caller's view.
 
-ETAG. Derived from memory only (a 304 makes no query): the topic's version -- the position
-of its last published change, or the floor of its replay ring when it has published none
--- the caller's permission scope, the projection, and for lists the page. It is computed
-before the query, and the data answered is at least that new, so a client holding ETag E
-holds everything the node had published when E was made; a 304 says nothing was published
-since. A delta's ETag does not depend on `since`: a poller moves its `since` forward on
-every answer, and an ETag per `since` would never match (seed 4.1 polls with
-`?etag=<last etag>&since=<last timestamp>`). Equal ETags on two nodes mean the same
-version; different ones only cost a refetch.
+ETAG. Compared from memory only (a 304 makes no query): the topic's version -- the
+position of its last published change, or the floor of its replay ring when it has
+published none -- the caller's permission scope, the projection, and for lists the page.
+A fresh body's ETag names the version AS OF THE BODY's log position (the snapshot head,
+or the delta's offset), learnt once the listener has published up to it
+(api/freshness.py `version_as_of`): the same representation always carries the same ETag,
+and a 304 says nothing was published since what the client holds. When that version
+cannot be known (the listener is late, the topic already published a later change, or
+the page is not exact), the answer has no ETag and is not cached. A delta's ETag does not
+depend on `since`: a poller moves its `since` forward on every answer, and an ETag per
+`since` would never match (seed 4.1 polls with `?etag=<last etag>&since=<last
+timestamp>`). Equal ETags on two nodes mean the same version; different ones only cost a
+refetch.
 """
 
 from __future__ import annotations
@@ -157,9 +164,11 @@ def etag_matches(header: str | None, etag: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Page:
     rows: list[dict[str, Any]]
-    offset: int
+    offset: int  # to resume from: the first page's snapshot head
     next_cursor: Cursor | None
     timestamp: str
+    snapshot: int  # the log head this page's rows reflect
+    exact: bool  # they reflect no change of the topic without a position yet
 
 
 def _begin_snapshot(conn: psycopg.Connection[Any]) -> None:
@@ -173,8 +182,7 @@ def _value(row: Any, key: str) -> Any:
 def read_page(conn: psycopg.Connection[Any], resource: Resource, row_filter: RowFilter,
               limit: int, cursor: Cursor | None) -> Page:
     """One page of the caller's rows, in id order, with the offset to resume from."""
-    if cursor is None:
-        conn.execute("SELECT sinal_sequence_changes()")
+    conn.execute("SELECT sinal_sequence_changes()")
     where, params = filter_sql(row_filter)
     query = sql.SQL(
         "SELECT to_jsonb(t) AS row FROM {table} AS t WHERE {where} {after} "
@@ -187,16 +195,19 @@ def read_page(conn: psycopg.Connection[Any], resource: Resource, row_filter: Row
     with conn.transaction():
         _begin_snapshot(conn)
         head = conn.execute(
-            "SELECT position, to_jsonb(clock_timestamp()) #>> '{}' AS ts FROM change_log_head"
+            "SELECT position, to_jsonb(clock_timestamp()) #>> '{}' AS ts, EXISTS (SELECT 1 "
+            "FROM change_log WHERE position IS NULL AND topic = %s) AS pending "
+            "FROM change_log_head", (resource.topic,)
         ).fetchone()
         assert head is not None
         rows = [_value(r, "row") for r in conn.execute(query, params).fetchall()]
-    offset = cursor.offset if cursor else int(_value(head, "position"))
+    snapshot = int(head["position"])
+    offset = cursor.offset if cursor else snapshot
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = Cursor(offset, str(rows[-1]["id"]))
-    return Page(rows, offset, next_cursor, str(head["ts"] if isinstance(head, dict) else head[1]))
+    return Page(rows, offset, next_cursor, str(head["ts"]), snapshot, not head["pending"])
 
 
 # --- deltas --------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 encoding.
 
 KEY. A full list's ETag already names everything its body depends on: the resource, the
-topic's version, the caller's permission scope, `fields`, `limit` and the cursor. A
+topic's version the body reflects (known once it is read, api/freshness.py), the caller's
+permission scope, `fields`, `limit` and the cursor. A
 delta's ETag leaves `since` out on purpose (a poller moves `since` forward and still gets
 304s), so a delta's key is its ETag plus `since`. Two callers with the same scope share
 entries: the body depends on the scope, not on who asks.
@@ -52,6 +53,7 @@ class CachedBody:
     stored_at: float
     cacheable: bool = True  # False: a partial delta (never kept, never revalidated)
     gzipped: bytes | None = None
+    etag: str | None = None  # the ETag of the answer (None: it cannot be revalidated)
 
     @property
     def size(self) -> int:
@@ -61,10 +63,16 @@ class CachedBody:
 
 @dataclass(frozen=True, slots=True)
 class Fresh:
-    """What a read produced: the encoded body, and whether it may be kept."""
+    """What a read produced: the encoded body, and whether it may be kept. A read learns
+    the topic version its body reflects only once it has read (api/freshness.py): `key`
+    and `version` say under which key and version it is kept when they differ from those
+    the lookup was made with."""
 
     body: bytes
     cacheable: bool = True
+    key: str | None = None
+    version: int | None = None
+    etag: str | None = None
 
 
 class ResponseCache:
@@ -122,10 +130,11 @@ class ResponseCache:
         """The entry for `key`: from memory, or from `read()` -- made once for concurrent
         callers. With `reuse=False`, `read()` runs whatever is kept or running (and its
         result is kept). The entry returned may not be kept (disabled cache, partial delta,
-        too big, or the topic moved meanwhile); it is still the answer for this request."""
+        too big, or the topic moved meanwhile); it is still the answer for this request.
+        Callers waiting for a read that was kept under another key (its `Fresh.key`) read
+        for themselves."""
         if not self.enabled:
-            fresh = await read()
-            return CachedBody(key, topic, version, fresh.body, self.clock(), fresh.cacheable)
+            return self._entry(key, topic, version, await read())
         if reuse:
             entry = self.get(key, topic, version)
             if entry is not None:
@@ -150,10 +159,15 @@ class ResponseCache:
             if mine:
                 del self._inflight[key]
             done.set()
-        entry = CachedBody(key, topic, version, fresh.body, self.clock(), fresh.cacheable)
+        entry = self._entry(key, topic, version, fresh)
         if fresh.cacheable:
             self._store(entry)
         return entry
+
+    def _entry(self, key: str, topic: str, version: int, fresh: Fresh) -> CachedBody:
+        return CachedBody(key if fresh.key is None else fresh.key, topic,
+                          version if fresh.version is None else fresh.version, fresh.body,
+                          self.clock(), fresh.cacheable, etag=fresh.etag)
 
     def _peek(self, key: str) -> CachedBody | None:
         entry = self._entries.get(key)

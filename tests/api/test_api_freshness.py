@@ -1,5 +1,6 @@
 """The commit fence alone (api/freshness.py), in virtual time: rounds shared but never
-older than their callers, the wait for the listener, what a round proved reused."""
+older than their callers, the wait for the listener, what a round proved reused; and
+the version a fresh body reflects (`version_as_of`)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,19 @@ import pytest
 import trio
 import trio.testing
 
-from sinal.api.freshness import CommitFence
+from sinal.api.freshness import CommitFence, version_as_of
 
 
 class StubTopics:
-    """Topic positions (api/realtime.py) with heads set by the test."""
+    """Topic positions (api/realtime.py) with heads (and versions) set by the test."""
 
     def __init__(self, **heads: int) -> None:
         self.heads = heads
+        self.versions: dict[str, int] = {}  # a topic's version; its head when not set
         self.moved = trio.Event()
 
     def topic_version(self, topic: str) -> int:
-        return self.heads[topic]
+        return self.versions.get(topic, self.heads[topic])
 
     def topic_head(self, topic: str) -> int:
         return self.heads[topic]
@@ -118,6 +120,26 @@ async def test_a_failed_round_is_not_tried_again_at_once(
     assert not await fence.current("topic") and fence.rounds == 1, "the callers read"
     await trio.sleep(0.05)
     assert await fence.current("topic") and fence.rounds == 2
+
+
+async def test_the_version_as_of_a_position(autojump_clock: trio.testing.MockClock) -> None:
+    topics = StubTopics(topic=10)
+    topics.versions["topic"] = 7  # its last change; positions 8-10 were other topics'
+    for position in (7, 8, 10):
+        assert await version_as_of(topics, "topic", position) == 7
+    assert await version_as_of(topics, "topic", 6) is None, "a later change is published"
+
+    async def publish_later() -> None:
+        await trio.sleep(0.1)
+        topics.versions["topic"] = 12
+        topics.publish("topic", 14)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish_later)
+        assert await version_as_of(topics, "topic", 13, wait=0.25) == 12  # waited for it
+    start = trio.current_time()
+    assert await version_as_of(topics, "topic", 20, wait=0.25) is None  # never published
+    assert trio.current_time() - start == pytest.approx(0.25)
 
 
 async def test_a_failed_fence_means_read() -> None:
