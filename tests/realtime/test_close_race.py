@@ -36,7 +36,7 @@ async def test_lagged_while_the_server_closes_is_not_a_crash(
             # close frame, which we do not send yet (we do not read).
             for i in range(2 * BUDGET + 2):
                 await c.send(Subscribe(events=(TOPIC,), ref=f"over{i}"))
-            while not actor.closing:
+            while not actor.closing:  # noqa: ASYNC110 - virtual time (autojump_clock)
                 await trio.sleep(0.01)
             assert not actor.ws.closed  # still waiting for the peer
             topic.end_all()  # the topic drops the subscription and reports it, mid-close
