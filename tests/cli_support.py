@@ -19,7 +19,11 @@ SINAL = [sys.executable, "-m", "sinal.node.cli"]
 
 
 def clean_env(**settings: str) -> dict[str, str]:
-    """The caller's environment without any Sinal setting, plus `settings`."""
+    """The caller's environment without any Sinal setting, plus `settings`.
+
+    A command that needs a data folder (the embedded PostgreSQL, a development secret) and
+    gets no SINAL_DATA_DIR uses the checkout's `.sinal`: give one (or JWT_SECRET) to keep
+    tests out of it."""
     env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
     env.update(settings)
     return env

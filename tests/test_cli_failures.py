@@ -74,7 +74,8 @@ def test_unreachable_database_url_is_one_line_with_the_password_masked(tmp_path:
 def test_busy_port_names_the_setting_and_the_port(setting: str, busy_port: int, db_url: str,
                                                   tmp_path: Path) -> None:
     ports = {"HTTP_PORT": "0", "WEBSOCKET_PORT": "0", setting: str(busy_port)}
-    env = clean_env(DATABASE_URL=db_url, LOG_LEVEL="warning", **ports)
+    env = clean_env(DATABASE_URL=db_url, LOG_LEVEL="warning",
+                    SINAL_DATA_DIR=str(tmp_path / "data"), **ports)
     result = run_sinal("serve", env=env, cwd=tmp_path)
     line = assert_one_line_failure(result, "serve", f"127.0.0.1:{busy_port} ({setting})",
                                    "already in use", f"set {setting}")
@@ -91,7 +92,7 @@ def test_unreachable_redis_warns_in_one_line_and_the_node_serves(db_url: str,
     refuse to start."""
     redis_url = f"redis://:s3cret@127.0.0.1:{closed_port()}/0"
     env = clean_env(DATABASE_URL=db_url, REDIS_URL=redis_url, HTTP_PORT="0",
-                    WEBSOCKET_PORT="0", LOG_LEVEL="error")
+                    WEBSOCKET_PORT="0", LOG_LEVEL="error", SINAL_DATA_DIR=str(tmp_path / "data"))
     with serving(env, tmp_path) as node:
         with urllib.request.urlopen(node.line("http") + "/health/live", timeout=10) as resp:
             assert resp.status == 200
