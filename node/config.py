@@ -3,6 +3,14 @@
 Values come from the process environment, then from an optional `.env` file (the
 environment wins). Every value is validated once, at start; a bad one raises
 `ConfigError` naming the variable and the expected form, and the CLI exits with code 2.
+
+Where things live does not depend on the current folder (README, "Data folder"). The
+`.env` in use is `--env-file`, else `./.env`, else the `.env` of the checkout `sinal` runs
+from (`find_env_file`). The *project folder* is the folder of that `.env`, else that
+checkout (an editable install: `make install`). A relative SINAL_DATA_DIR (the default
+`.sinal` too) is resolved against the project folder; with no project (a wheel install
+and no `.env`) the data folder is the user's data directory, `$XDG_DATA_HOME/sinal`
+(`~/.local/share/sinal`), and a relative SINAL_DATA_DIR is resolved against it.
 """
 
 from __future__ import annotations
@@ -166,7 +174,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_SECRET", "", _text,
             "HS256 secret; required in production (at least 32 characters)"),
     Setting("SINAL_DATA_DIR", ".sinal", _text,
-            "folder for the embedded PostgreSQL data and the development secret"),
+            "folder for the embedded PostgreSQL data and the development secret; a relative "
+            "path is resolved against the project folder, never the current one (see Data "
+            "folder)"),
     Setting("SINAL_EMBEDDED_PG_PORT", "54329", _int_parser(1, 65535),
             "port of the embedded PostgreSQL"),
     Setting("SINAL_NODE_ID", "", _text, "name of this node (default: host name and pid)"),
@@ -200,6 +210,35 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value.split(" #", 1)[0].rstrip()
         values[key] = value
     return values
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the running `sinal` package comes from, or None (a wheel)."""
+    import sinal
+
+    root = Path(sinal.__file__).resolve().parent.parent
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"sinal"\s*$', text, re.MULTILINE) else None
+
+
+def find_env_file(cwd: Path | None = None) -> Path | None:
+    """The `.env` in use when none is named: `./.env`, else the checkout's `.env`."""
+    here = (cwd or Path.cwd()) / ".env"
+    if here.is_file():
+        return here
+    root = checkout_root()
+    if root is not None and (root / ".env").is_file():
+        return root / ".env"
+    return None
+
+
+def user_data_dir(environ: Mapping[str, str]) -> Path:
+    """`$XDG_DATA_HOME/sinal`, else `~/.local/share/sinal`."""
+    base = environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(base) / "sinal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +281,10 @@ class Config:
     sinal_retention_hours: int = 168
     # Names of the settings that were given explicitly (not defaults).
     explicit: frozenset[str] = field(default_factory=frozenset)
+    # What a relative SINAL_DATA_DIR is resolved against (module docstring): the project
+    # folder ("" when there is none), else the user's data directory.
+    project_dir: str = ""
+    user_dir: str = ""
 
     @property
     def development(self) -> bool:
@@ -249,7 +292,16 @@ class Config:
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.sinal_data_dir).expanduser().resolve()
+        """SINAL_DATA_DIR, absolute (module docstring: never relative to the current folder)."""
+        value = Path(self.sinal_data_dir).expanduser()
+        if value.is_absolute():
+            return value.resolve()
+        if self.project_dir:
+            return (Path(self.project_dir) / value).resolve()
+        user_dir = Path(self.user_dir or user_data_dir(os.environ))
+        if "SINAL_DATA_DIR" not in self.explicit:
+            return user_dir.resolve()
+        return (user_dir / value).resolve()
 
     @property
     def effective_redis_url(self) -> str:
@@ -270,11 +322,16 @@ class Config:
 def load_config(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Config:
-    """Read, validate and return the settings. Raises ConfigError on the first bad value."""
+    """Read, validate and return the settings. Raises ConfigError on the first bad value.
+
+    `env_file` is the `.env` in use (the CLI passes `find_env_file()` or --env-file); its
+    folder, when it exists, is the project folder, else the checkout `sinal` runs from."""
     env = dict(os.environ if environ is None else environ)
     raw: dict[str, str] = {}
+    project = checkout_root()
     if env_file is not None and env_file.is_file():
         raw.update(read_env_file(env_file))
+        project = env_file.resolve().parent
     raw.update({k: v for k, v in env.items() if k in _BY_NAME})
     values: dict[str, Any] = {}
     explicit = set()
@@ -285,7 +342,9 @@ def load_config(
         else:
             text = setting.default
         values[setting.name.lower()] = setting.parse(setting.name, text)
-    config = Config(**values, explicit=frozenset(explicit))
+    config = Config(**values, explicit=frozenset(explicit),
+                    project_dir=str(project) if project else "",
+                    user_dir=str(user_data_dir(env)))
     _check_cross_field(config)
     return config
 

@@ -15,13 +15,15 @@ from importlib import resources
 
 import psycopg
 
+from sinal.node.failures import OperatorError
+
 log = logging.getLogger("sinal.migrate")
 
 _LOCK_KEY = 0x5149_4E41_4C4D  # "SINALM"
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(OperatorError):
     """The database's recorded migrations do not match the files shipped."""
 
 

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,12 +106,33 @@ def one_action(conn: psycopg.Connection[Any], users: dict[str, dict[str, Any]],
     return "create"
 
 
-def simulate(url: str, rate: float, duration: float, seed: int | None = None) -> SimulationResult:
-    """Run actions at `rate` per second for `duration` seconds (0: until interrupted)."""
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How a run is going: actions done, actions refused, seconds since the start."""
+
+    actions: int
+    errors: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.actions / self.seconds if self.seconds > 0 else 0.0
+
+
+def simulate(url: str, rate: float, duration: float, seed: int | None = None, *,
+             progress: Callable[[Progress], None] | None = None, progress_every: float = 5.0,
+             clock: Callable[[], float] = time.monotonic,
+             sleep: Callable[[float], None] = time.sleep) -> SimulationResult:
+    """Run actions at `rate` per second for `duration` seconds (0: until interrupted).
+
+    `progress` is called every `progress_every` seconds of the run (`sinal simulate`
+    prints a line to stderr); `clock` and `sleep` are the run's time (tests pass their own).
+    """
     rnd = random.Random(seed)
     counts: Counter[str] = Counter()
     errors = 0
-    start = time.monotonic()
+    start = clock()
+    next_report = start + progress_every
     with psycopg.connect(url, autocommit=True) as conn:
         users = seed_demo(conn)
         suppliers = [r[0] for r in conn.execute("SELECT id::text FROM suppliers "
@@ -118,18 +140,22 @@ def simulate(url: str, rate: float, duration: float, seed: int | None = None) ->
         interval = 1.0 / rate
         next_at = start
         try:
-            while duration <= 0 or time.monotonic() - start < duration:
+            while duration <= 0 or clock() - start < duration:
                 try:
                     counts[one_action(conn, users, suppliers, rnd)] += 1
                 except WorkflowError as exc:  # a race with another writer: count and go on
                     errors += 1
                     log.debug("simulated action refused: %s", exc.reason)
+                now = clock()
+                if progress is not None and now >= next_report:
+                    progress(Progress(sum(counts.values()), errors, now - start))
+                    next_report = now + progress_every
                 next_at += interval
-                delay = next_at - time.monotonic()
+                delay = next_at - clock()
                 if delay > 0:
-                    time.sleep(delay)
+                    sleep(delay)
                 elif delay < -1:
-                    next_at = time.monotonic()  # fell behind: do not burst to catch up
+                    next_at = clock()  # fell behind: do not burst to catch up
         except KeyboardInterrupt:
             pass
-    return SimulationResult(counts, errors, time.monotonic() - start)
+    return SimulationResult(counts, errors, clock() - start)

@@ -61,10 +61,12 @@ from sinal.domain.principals import Authenticator
 from sinal.engine.dynamic import DynamicSupervisor
 from sinal.engine.log import event
 from sinal.engine.registry import Registry
+from sinal.engine.spec import StartFn
 from sinal.engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorFlags
 from sinal.node import http as node_http
 from sinal.node.config import Config
 from sinal.node.embedded import EmbeddedPostgres
+from sinal.node.failures import database_unavailable
 from sinal.node.http import performance_sample
 from sinal.node.migrate import apply_migrations
 from sinal.node.settings import alert_thresholds, realtime_settings
@@ -90,6 +92,37 @@ def resolve_jwt_secret(config: Config) -> Config:
     return config.with_values(jwt_secret=secret)
 
 
+class _Reported:
+    """A task_status that remembers whether the child reported ready."""
+
+    def __init__(self, task_status: trio.TaskStatus[Any]) -> None:
+        self.task_status = task_status
+        self.reported = False
+
+    def started(self, value: Any = None) -> None:
+        self.reported = True
+        self.task_status.started(value)
+
+
+def start_degraded(run: StartFn) -> StartFn:
+    """A child that must not stop the node from starting: Redis is cluster state, degraded
+    but never lost. When `run` fails before it is ready (Redis away), the child reports
+    ready anyway and fails at once, so the node starts and serves alone while its patient
+    supervisor restarts the child with backoff until Redis answers. (The CLI has already
+    said so in one line: node/failures.py.)"""
+
+    async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        reporter = _Reported(task_status)
+        try:
+            await run(task_status=reporter)
+        except Exception:
+            if not reporter.reported:
+                task_status.started(None)
+            raise
+
+    return start
+
+
 @dataclass
 class PreparedDatabase:
     url: str
@@ -101,12 +134,19 @@ class PreparedDatabase:
 
 
 def prepare_database(config: Config, *, seed_demo_data: bool | None = None) -> PreparedDatabase:
+    """The database's URL, ready: the embedded server started (or reused) when there is no
+    DATABASE_URL, migrations applied, demo data in development. A database that does not
+    answer raises `DatabaseUnavailable` (one line for the operator, node/failures.py)."""
     embedded = None
     url = config.database_url
     if not url:
         embedded = EmbeddedPostgres(config.data_dir / "postgres", config.sinal_embedded_pg_port)
         url = embedded.start()
     try:
+        try:
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.OperationalError as exc:
+            raise database_unavailable(url, exc, embedded=embedded is not None) from exc
         apply_migrations(url)
         if seed_demo_data if seed_demo_data is not None else config.development:
             from sinal.node.demo import seed_demo
@@ -237,7 +277,9 @@ class Node:
                 ChildSpec.of(self.delivery_watch),
                 ChildSpec.of(self.housekeeping),
                 *self._metrics_service_spec(),
-                *([ChildSpec.of(self.cluster)] if self.cluster else []),
+                *([ChildSpec(name=self.cluster.name, kind=self.cluster.kind,
+                             start=start_degraded(self.cluster.run))]
+                  if self.cluster else []),
             ],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
                             backoff_base=0.2, backoff_cap=5.0),

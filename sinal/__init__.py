@@ -8,4 +8,15 @@ top-level folder; `sinal/` holds links to them (docs/architecture.md, "The house
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+
+def __getattr__(name: str) -> str:
+    """`sinal.__version__`: the installed distribution's version (pyproject.toml is its one
+    source), read from the package metadata when first asked for (`sinal --version`)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'sinal' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sinal")
+    except PackageNotFoundError:  # imported from a folder that was never installed
+        return "0+unknown"

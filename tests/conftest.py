@@ -4,23 +4,22 @@ PostgreSQL: DATABASE_URL when given (its server; each test database is created b
 otherwise an embedded server started for the session. A template database with every
 migration applied is made once; each test that asks for `db_url` gets a fresh copy and it
 is dropped afterwards. Redis: REDIS_URL when given, otherwise a throw-away redis-server;
-`redis_prefix` gives each test its own key space, deleted afterwards.
+`redis_prefix` gives each test its own key space, deleted afterwards. The servers this
+file starts remove their folders when they stop (tests/servers.py).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
-from sinal.node.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from sinal.node.migrate import apply_migrations
+from tests.servers import throwaway_postgres, throwaway_redis
 
 
 def with_database(url: str, name: str) -> str:
@@ -35,14 +34,8 @@ def pg_server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    folder = Path(tempfile.mkdtemp(prefix="sinal-test-pg-"))
-    os.chmod(folder, 0o755)
-    server = EmbeddedPostgres(folder / "data", free_port())
-    server.start()
-    try:
+    with throwaway_postgres() as server:
         yield server.admin_url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +92,8 @@ def redis_url() -> Iterator[str]:
     if given:
         yield given
         return
-    server = EmbeddedRedis(free_port(), Path(tempfile.mkdtemp(prefix="sinal-test-redis-")))
-    server.start()
-    try:
+    with throwaway_redis() as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
