@@ -26,6 +26,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sinal.actors.listener import CatchUpNow
 from sinal.api.http_rules import allowed_origins
 from sinal.api.settings import ApiSettings
 from sinal.api.stats import health_report, peak_memory_mb, resident_memory_mb
@@ -73,7 +74,12 @@ class NodeRealtime:
         return self._hub.topics[topic].head
 
     async def wait_head(self, topic: str, position: int) -> None:
-        await self._hub.topics[topic].wait_head(position)
+        waiting = self._hub.topics[topic]
+        if waiting.head < position and self.node.listener is not None:
+            # the log has it and the listener has not read it yet: ask for a read now
+            # rather than at its next notification or poll tick
+            self.node.listener.ref.try_send(CatchUpNow())
+        await waiting.wait_head(position)
 
     def ready(self) -> bool:
         return self.node.ready.is_set()
