@@ -50,6 +50,10 @@ class RealtimeView(TopicPositions, Protocol):
         """Open WebSocket sessions on this node."""
         ...
 
+    def pending_connections(self) -> int:
+        """WebSocket sockets upgraded on this node that have not logged in yet."""
+        ...
+
     def listener_status(self) -> dict[str, Any] | None:
         """The listener's own description (position, lag, ...), None before it exists."""
         ...

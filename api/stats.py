@@ -133,6 +133,7 @@ def health_report(realtime: RealtimeView, stats: RequestStats, max_connections: 
     connections = realtime.active_connections()
     metrics: dict[str, Any] = {
         "websocketConnections": connections,
+        "websocketPending": realtime.pending_connections(),
         "cacheHitRate": stats.cache_hit_rate(),
         "averageLatency": stats.average_latency_ms(),
         "uptime": round(realtime.uptime(), 3),

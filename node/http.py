@@ -92,6 +92,10 @@ class NodeRealtime:
         hub = self.node.hub
         return hub.active_connections if hub is not None else 0
 
+    def pending_connections(self) -> int:
+        hub = self.node.hub
+        return hub.pending if hub is not None else 0
+
     def listener_status(self) -> dict[str, Any] | None:
         listener = self.node.listener
         return listener.describe() if listener is not None else None
@@ -181,6 +185,15 @@ class _RealtimeCollector(Collector):
                                           "WebSocket upgrades refused (over the limit)")
             refused.add_metric([], hub.refused_total)
             yield refused
+            pending = GaugeMetricFamily("sinal_websocket_pending",
+                                        "WebSocket sockets waiting to log in")
+            pending.add_metric([], hub.pending)
+            yield pending
+            refused_pending = CounterMetricFamily(
+                "sinal_websocket_refused_pending",
+                "Sockets refused for the pre-login quota or the per-address cap")
+            refused_pending.add_metric([], hub.refused_pending)
+            yield refused_pending
             subscribers = GaugeMetricFamily("sinal_topic_subscribers", "Subscriptions by topic",
                                             labels=["topic"])
             head = GaugeMetricFamily("sinal_topic_head", "Last position published, by topic",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import trio
 import trio_websocket
 
@@ -66,6 +67,11 @@ async def test_sockets_waiting_to_log_in_never_take_logged_in_slots(
             await wait_until(lambda: hub.pending == 2)
             assert await refused_status(node, "127.0.0.1") == 429  # the per-address cap
             assert hub.describe()["pending"] == 2 and hub.active_connections == 0
+            async with httpx.AsyncClient(base_url=node.http_url) as http:
+                health = (await http.get("/health/realtime")).json()
+                metrics = (await http.get("/metrics")).text
+            assert health["websocketPending"] == 2 and health["websocketConnections"] == 0
+            assert "sinal_websocket_pending 2.0" in metrics
             # Every logged-in slot is still there for users from elsewhere.
             async with socket_from(node, "127.0.0.2") as a:
                 await a.connect(token_for(users["ana@sinal.dev"]))
