@@ -143,6 +143,17 @@ def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return built
 
 
+class _ExtensionValue(Exception):
+    pass
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    # Refused at the first one: building extension objects costs far more per byte than
+    # any protocol value (the timestamp extension is built by msgpack itself and refused
+    # by the value check).
+    raise _ExtensionValue
+
+
 def unpack_options(limits: ProtocolLimits) -> dict[str, Any]:
     """Keyword arguments for ``msgpack.unpackb``/``Unpacker`` under ``limits``: the C
     unpacker refuses a string, binary, extension, array or map above its limit (or above
@@ -153,6 +164,7 @@ def unpack_options(limits: ProtocolLimits) -> dict[str, Any]:
         "strict_map_key": True,
         "use_list": True,
         "object_pairs_hook": _unique_map,
+        "ext_hook": _refuse_extension,
         "max_str_len": text,
         "max_bin_len": text,
         "max_ext_len": text,
@@ -165,6 +177,10 @@ def msgpack_failure(error: BaseException) -> ProtocolError:
     """The protocol error for an exception raised by msgpack while unpacking."""
     if isinstance(error, DuplicateKey):
         return ProtocolError(ErrorCode.BAD_FRAME, "a map repeats a key")
+    if isinstance(error, _ExtensionValue):
+        return ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "extension values are not part of the protocol"
+        )
     if isinstance(error, msgpack.StackError | RecursionError):
         return ProtocolError(ErrorCode.TOO_DEEP, "the frame is nested too deeply")
     if isinstance(error, UnicodeDecodeError):
@@ -183,7 +199,7 @@ def _parse_msgpack(data: Frame, limits: ProtocolLimits) -> Any:
         tree = msgpack.unpackb(data, **unpack_options(limits))
     except Exception as error:  # untrusted input: anything the parser raises is the peer's
         raise msgpack_failure(error) from None
-    return checked_tree(tree, limits)
+    return checked_tree(tree, limits, bounded=True)
 
 
 def parse_json_text(text: str, limits: ProtocolLimits, raw: bytes | None = None) -> Any:
@@ -259,12 +275,19 @@ def parse_frame(
 
 
 def checked_tree(
-    tree: Any, limits: ProtocolLimits, *, text_limit: int | None = None, surrogates: bool = False
+    tree: Any,
+    limits: ProtocolLimits,
+    *,
+    bounded: bool = False,
+    text_limit: int | None = None,
+    surrogates: bool = False,
 ) -> Any:
     """Step 2 (``limits.check_values``), echoing the frame's ``ref`` in the error when it
     is a valid one."""
     try:
-        check_values(tree, limits, text_limit=text_limit, surrogates=surrogates)
+        check_values(
+            tree, limits, bounded=bounded, text_limit=text_limit, surrogates=surrogates
+        )
     except ProtocolError as error:
         ref = wire_ref(tree)
         if ref is None or error.ref is not None:

@@ -102,7 +102,8 @@ def too_deep(limits: ProtocolLimits) -> ProtocolError:
 # --- JSON: one pass over the text before it is parsed -------------------------------------
 
 _NOT_DEPTH = bytes(range(256)).translate(None, b"[]{}")
-_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_DEPTH_STEPS = bytes.maketrans(b"()", b"\x01\xff")  # +1 / -1 as signed bytes
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _TWENTY_DIGITS = b"0" * 20  # an integer literal of 20 digits is outside 64 bits
 # An escape that decodes to a surrogate (it may be half of a valid pair: checked later).
@@ -134,17 +135,31 @@ def _outside_strings(raw: bytes) -> bytes:
 def scan_json(raw: bytes, limits: ProtocolLimits) -> JsonShape:
     """Refuse nesting deeper than ``limits.max_depth`` before anything is built (too_deep).
 
-    ``raw`` is the frame in UTF-8. One linear pass: string literals are cut out, the
-    brackets left become +1/-1 steps, and their running maximum is the depth. Unbalanced
-    text is left for the parser to refuse (bad_frame), except that more than
-    ``max_depth`` unclosed openers is too_deep. (Each string search here is a C-level
-    scan; none restarts inside a string, so nothing is quadratic.)
+    ``raw`` is the frame in UTF-8. String literals are cut out; the brackets left are
+    balanced to depth ``max_depth`` when ``max_depth`` passes that drop every ``()`` pair
+    leave nothing, and too deep when ``max_depth + 1`` openers stand in a row; otherwise
+    their running sum as +1/-1 steps gives the depth.
+    Unbalanced text is left for the parser to refuse (bad_frame), except that more than
+    ``max_depth`` unclosed openers is too_deep. Every step is a C-level scan and none
+    restarts inside a string, so the whole is linear.
     """
     if raw.count(b"[") + raw.count(b"{") > limits.max_depth:
         bare = _outside_strings(raw) if b'"' in raw else raw
-        steps = array("b", bare.translate(_DEPTH_STEPS, _NOT_DEPTH))
-        if steps and max(accumulate(steps)) > limits.max_depth:
-            raise too_deep(limits)
+        brackets = bare.translate(_AS_PARENS, _NOT_DEPTH)
+        too_many = b"(" * (limits.max_depth + 1)
+        # Each pass drops the innermost pairs, so a frame nested at most max_depth deep
+        # is gone after max_depth passes; one that opens max_depth + 1 in a row before
+        # or between passes is too deep (a few C-level scans of a shrinking text).
+        for _ in range(limits.max_depth):
+            if too_many in brackets:
+                raise too_deep(limits)
+            brackets = brackets.replace(b"()", b"")
+            if not brackets:
+                break
+        if brackets:  # unbalanced, or deep in a shape no pass revealed: a running sum
+            steps = array("b", brackets.translate(_DEPTH_STEPS))
+            if max(accumulate(steps)) > limits.max_depth:
+                raise too_deep(limits)
     return JsonShape(
         long_numbers=raw.translate(_DIGITS_AS_ZERO).find(_TWENTY_DIGITS) >= 0,
         surrogate_escapes=b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None,
@@ -216,15 +231,18 @@ def check_values(
     root: Any,
     limits: ProtocolLimits,
     *,
+    bounded: bool = False,
     text_limit: int | None = None,
     surrogates: bool = False,
 ) -> None:
     """Refuse anything but protocol values: null, bool, int within 64 bits, finite float,
     str, list and str-keyed map, nested at most ``limits.max_depth`` deep, arrays of at
-    most ``limits.max_array_len`` items.
+    most ``limits.max_array_len`` items. (Map sizes and repeated keys are the parsers'.)
 
+    ``bounded``: the MessagePack unpacker has already bounded every length and every
+    integer to [-2**63, 2**64), so only what it cannot know is checked.
     ``text_limit``: also measure strings and keys in UTF-8 bytes against it (JSON frames
-    larger than the string limit; MessagePack strings are measured by the unpacker).
+    larger than the string limit).
     ``surrogates``: also refuse lone surrogates (JSON frames with surrogate escapes).
 
     The walk goes level by level: each level's values are sorted by kind with C-level
@@ -245,9 +263,7 @@ def check_values(
             )
         if int in present:
             ints = level if single else _of_kind(level, kinds, int)
-            if max(map(int.bit_length, ints)) > 63 and (
-                min(ints) < INT64_MIN or max(ints) > INT64_MAX
-            ):
+            if max(ints) > INT64_MAX or (not bounded and min(ints) < INT64_MIN):
                 raise ProtocolError(ErrorCode.INVALID_MESSAGE, "an integer is out of 64-bit range")
         if float in present:
             floats = level if single else _of_kind(level, kinds, float)
@@ -262,7 +278,8 @@ def check_values(
         depth += 1
         if depth > limits.max_depth:
             raise too_deep(limits)
-        if lists and max(map(len, lists)) > limits.max_array_len:
+        lists = list(filter(None, lists))  # empty ones hold nothing more to check
+        if lists and not bounded and max(map(len, lists)) > limits.max_array_len:
             raise too_large(f"an array has more than {limits.max_array_len} items")
         level = list(chain.from_iterable(lists))
         if maps:

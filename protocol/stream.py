@@ -102,7 +102,7 @@ class Decoder:
                     break
                 except Exception as error:  # untrusted input
                     raise msgpack_failure(error) from None
-                yield checked_tree(tree, self._limits)
+                yield checked_tree(tree, self._limits, bounded=True)
             if not self._pending:
                 return
             room = limit - (self._fed - self._unpacker.tell())
