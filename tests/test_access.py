@@ -52,7 +52,8 @@ def test_text_is_not_a_number() -> None:
 def test_only_null_is_null() -> None:
     assert matches({"x": None}, {"x": None})
     assert matches({"x": None}, {})  # a column the row does not have is null
-    for not_null in ("\x00null", "null", "", 0, False, [], {}):
+    not_nulls: list[Any] = ["\x00null", "null", "", 0, False, [], {}]
+    for not_null in not_nulls:
         assert not matches({"x": None}, {"x": not_null}), not_null
     assert not matches({"x": "\x00null"}, {"x": None})
     assert not matches({"x": "null"}, {})
