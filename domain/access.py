@@ -11,6 +11,11 @@ A filter matches a change when the row after the change matches, or the row befo
 does (so a card that leaves an approver's column reaches that approver, and a delete
 reaches whoever saw the row).
 
+Values compare by JSON value (docs/protocol.md section 5): `true` is not `1`, `1` is
+`1.0`, the text `"10"` is not the number `10`, and only null is null. `canonical` gives
+each value a key that keeps these apart; `filter_sql` computes the same key in
+PostgreSQL from the column's JSON value (`to_jsonb`, as the change log records rows).
+
 Permissions (the seed's security rules, made precise):
 
 | topic | requester | approver_aN | buyer | admin |
@@ -30,9 +35,12 @@ validator, with the limits docs/protocol.md documents); here they are only compi
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 from psycopg import sql
 
@@ -51,26 +59,61 @@ class AccessError(Exception):
         self.message = message
 
 
-# A clause: field -> allowed values. A disjunction of clauses ORs them; a filter is a
+# A value's key (`canonical`): a string is its own key; every other value is a small tuple,
+# so no string can ever equal a number, a boolean or null.
+Key = str | tuple[str, ...]
+
+# A clause: field -> allowed keys. A disjunction of clauses ORs them; a filter is a
 # conjunction of disjunctions. Kept as frozen tuples so equal filters hash equal and
 # subscribers with the same filter share one evaluation per change.
-Clause = tuple[tuple[str, frozenset[str]], ...]
+Clause = tuple[tuple[str, frozenset[Key]], ...]
+
+NULL_KEY: Key = ("null",)
+TRUE_KEY: Key = ("true",)
+FALSE_KEY: Key = ("false",)
+CONTAINER_KEY: Key = ("{",)  # arrays and maps: never equal to a filter's scalar
+_EXACT_FLOAT_INTS = 2.0**53  # below this, an integral float's repr is its exact digits
 
 
-# The canonical forms of the three JSON constants; every other value is its text.
-NULL_VALUE, TRUE_VALUE, FALSE_VALUE = "\x00null", "\x00true", "\x00false"
+def _number_text(value: float | Decimal) -> str:
+    """A number in plain decimal, without exponent or trailing zeros: `1.0` and `1` give
+    "1", `1250.50` gives "1250.5" (as PostgreSQL's `trim_scale(numeric)::text`). A float
+    is read as the decimal JSON writes for it (its repr)."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _EXACT_FLOAT_INTS:
+            return str(int(value))
+        if not math.isfinite(value):
+            return repr(value)  # JSON has no such number: it equals no JSON number
+        value = Decimal(repr(value))
+    text = format(value.normalize(), "f")
+    return "0" if text == "-0" else text
 
 
-def canonical(value: Any) -> str:
-    """The form in which filter values and row values compare: text (JSON rows carry uuids
-    and numerics as strings), with null, true and false kept apart from any text."""
+def canonical(value: Any) -> Key:
+    """The key under which filter values and row values compare: by JSON value. Rows are
+    JSON (uuids, dates and times are strings there). A string is its own key (fan-out's
+    fast path); numbers compare by value (`1` is `1.0`); true, false and null each equal
+    only themselves."""
+    kind = type(value)
+    if kind is str:
+        return cast(str, value)
     if value is None:
-        return NULL_VALUE
-    if isinstance(value, bool):
-        return TRUE_VALUE if value else FALSE_VALUE
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+        return NULL_KEY
+    if kind is bool:
+        return TRUE_KEY if value else FALSE_KEY
+    if kind is int:
+        return ("#", str(value))
+    if kind is float or kind is Decimal:
+        return ("#", _number_text(value))
+    if kind is list or kind is dict or kind is tuple:
+        return CONTAINER_KEY
+    return str(value)  # a uuid.UUID, a date: their JSON form is their text
+
+
+def key_text(key: Key) -> str:
+    """A key as text, the form `filter_sql` computes in SQL: a string behind a quote
+    (`'pending_a1`), a number behind `#` (`#7`), `null`, `true`, `false`."""
+    return "'" + key if isinstance(key, str) else "".join(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +151,7 @@ def _clause(**fields: Any) -> Clause:
     for name, values in sorted(fields.items()):
         if not isinstance(values, (list, tuple, set, frozenset)):
             values = [values]
-        out.append((name, frozenset(canonical(v) for v in values)))
+        out.append((name, frozenset(canonical(value) for value in values)))
     return tuple(out)
 
 
@@ -159,42 +202,59 @@ def subscription_filter(principal: Principal, topic: str, raw_filters: Any) -> R
 
 def scope_key(row_filter: RowFilter) -> str:
     """A canonical text for a filter: equal filters, equal text, on every node (frozensets
-    do not iterate in a stable order across processes). REST ETags are made from it."""
-    groups = []
-    for group in row_filter.groups:
-        clauses = sorted(
-            ";".join(f"{name}={','.join(sorted(values))}" for name, values in clause)
+    do not iterate in a stable order across processes), and different filters, different
+    text (JSON quotes every value). REST ETags are made from it."""
+    if not row_filter.groups:
+        return "*"
+    groups = sorted(
+        sorted(
+            [[name, sorted(key_text(key) for key in keys)] for name, keys in clause]
             for clause in group
         )
-        groups.append("|".join(clauses))
-    return "&".join(sorted(groups)) or "*"
+        for group in row_filter.groups
+    )
+    return json.dumps(groups, ensure_ascii=False, separators=(",", ":"))
+
+
+# A column's key as `key_text` writes it, computed by PostgreSQL. Text, uuid, integer and
+# boolean columns take a direct branch; every other type goes through its JSON value
+# (to_jsonb, as the change log records rows), so SQL and Python agree on every type.
+_KEY_SQL = """(CASE WHEN {c} IS NULL THEN 'null'
+ WHEN pg_typeof({c}) = ANY('{{text,character varying,uuid}}'::regtype[]) THEN '''' || {c}::text
+ WHEN pg_typeof({c}) = ANY('{{smallint,integer,bigint}}'::regtype[]) THEN '#' || {c}::text
+ WHEN pg_typeof({c}) = 'boolean'::regtype THEN {c}::text
+ ELSE CASE jsonb_typeof(to_jsonb({c}))
+  WHEN 'string' THEN '''' || (to_jsonb({c}) #>> '{{}}')
+  WHEN 'number' THEN '#' || trim_scale((to_jsonb({c}) #>> '{{}}')::numeric)::text
+  WHEN 'boolean' THEN to_jsonb({c}) #>> '{{}}'
+  WHEN 'null' THEN 'null'
+  ELSE '{{' END END)"""
+
+
+def column_key_sql(column: sql.Composable) -> sql.Composable:
+    """SQL for `key_text(canonical(<the column's JSON value>))`."""
+    return sql.SQL(_KEY_SQL).format(c=column)
 
 
 def filter_sql(row_filter: RowFilter, alias: str = "t") -> tuple[sql.Composable, list[Any]]:
-    """The filter as a WHERE condition over `alias` and its parameters (TRUE when empty):
-    `column::text` compares like `canonical` does on JSON rows."""
+    """The filter as a WHERE condition over `alias` and its parameters (TRUE when empty).
+    Each named column's key (`column_key_sql`) must be one of its clause's keys
+    (`key_text`): SQL compares by JSON value exactly as `RowFilter.matches_row` does."""
     params: list[Any] = []
     group_parts: list[sql.Composable] = []
     for group in row_filter.groups:
         clause_parts: list[sql.Composable] = []
         for clause in group:
             field_parts: list[sql.Composable] = []
-            for name, values in clause:
-                column = sql.Identifier(alias, name)
-                options: list[sql.Composable] = []
-                texts = sorted(v for v in values if not v.startswith("\x00"))
-                if texts:
-                    options.append(sql.SQL("{}::text = ANY(%s)").format(column))
-                    params.append(texts)
-                if NULL_VALUE in values:
-                    options.append(sql.SQL("{} IS NULL").format(column))
-                if TRUE_VALUE in values:
-                    options.append(sql.SQL("{} IS TRUE").format(column))
-                if FALSE_VALUE in values:
-                    options.append(sql.SQL("{} IS FALSE").format(column))
-                if not options:
-                    options.append(sql.SQL("FALSE"))
-                field_parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(options)))
+            for name, keys in clause:
+                # PostgreSQL text holds no NUL: a key with one equals no column's key
+                texts = sorted(text for text in map(key_text, keys) if "\x00" not in text)
+                if not texts:
+                    field_parts.append(sql.SQL("FALSE"))
+                    continue
+                field_parts.append(sql.SQL("{} = ANY(%s::text[])").format(
+                    column_key_sql(sql.Identifier(alias, name))))
+                params.append(texts)
             clause_parts.append(sql.SQL("({})").format(
                 sql.SQL(" AND ").join(field_parts) if field_parts else sql.SQL("TRUE")))
         group_parts.append(sql.SQL("({})").format(

@@ -10,7 +10,9 @@ code                      close  after connect meaning
 ========================  =====  ============  ==============================================
 bad_frame                 4000   closes        frame not decodable: not MessagePack/JSON,
                                                bad UTF-8, trailing bytes, duplicate keys,
-                                               text frame on a MessagePack session
+                                               lone surrogates, text message on a
+                                               MessagePack session, binary message on a
+                                               JSON session
 frame_too_large           4001   closes        frame above max_frame_bytes, or a string,
                                                array or map above its length limit
 too_deep                  4002   closes        containers nested deeper than max_depth

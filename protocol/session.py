@@ -104,9 +104,16 @@ class ServerSession:
         return self._connect_pending
 
     def receive(self, frame: Frame) -> Received:
-        """Decode one WebSocket message from the client and check its order."""
+        """Decode one WebSocket message from the client and check its order.
+
+        ``frame`` is the message as the WebSocket delivers it: bytes for a binary message,
+        str for a text one. A binary message on a JSON session and a text message on a
+        MessagePack session are ``bad_frame``.
+        """
         if self._state in (SessionState.CLOSING, SessionState.CLOSED):
             return None
+        if not self._encoding.binary and not isinstance(frame, str):
+            return self.fail(ErrorCode.BAD_FRAME, "JSON frames must be text messages")
         try:
             message = decode(frame, self._encoding, self._limits)
         except ProtocolError as error:

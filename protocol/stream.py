@@ -78,8 +78,7 @@ class Decoder:
         self._pending += data
         decoded: list[ClientMessage] = []
         try:
-            for tree in self._frames():
-                checked_tree(tree, self._limits, verify_text=self._encoding is Encoding.JSON)
+            for tree in self._frames():  # each parsed and checked (codec steps 1 and 2)
                 decoded.append(cast(ClientMessage, from_wire(tree, CLIENT_MESSAGE_TYPES)))
         except ProtocolError as error:
             if error.closes:
@@ -98,11 +97,12 @@ class Decoder:
         while True:
             while True:
                 try:
-                    yield self._unpacker.unpack()
+                    tree = self._unpacker.unpack()
                 except msgpack.OutOfData:
                     break
                 except Exception as error:  # untrusted input
                     raise msgpack_failure(error) from None
+                yield checked_tree(tree, self._limits, bounded=True)
             if not self._pending:
                 return
             room = limit - (self._fed - self._unpacker.tell())
@@ -135,4 +135,4 @@ class Decoder:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "a frame is not valid UTF-8") from None
-            yield parse_json_text(text, self._limits)
+            yield parse_json_text(text, self._limits, line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sinal.protocol import (
+    ClientMessage,
     CloseConnection,
     Connect,
     Encoding,
@@ -29,9 +30,15 @@ def state_of(session: ServerSession) -> SessionState:
     return session.state  # a call, so that type checkers do not pin the state
 
 
+def message(client_message: ClientMessage, encoding: Encoding = Encoding.MSGPACK) -> bytes | str:
+    """The WebSocket message a client sends: binary for MessagePack, text for JSON."""
+    frame = encode_client(client_message, encoding)
+    return frame if encoding.binary else frame.decode("utf-8")
+
+
 def opened(encoding: Encoding = Encoding.MSGPACK) -> ServerSession:
     session = ServerSession(encoding)
-    assert session.receive(encode_client(Connect("tok"), encoding)) == Connect("tok")
+    assert session.receive(message(Connect("tok"), encoding)) == Connect("tok")
     assert session.connect_pending
     frame = session.accept(WELCOME)
     assert decode_server(frame, encoding) == WELCOME
@@ -43,7 +50,7 @@ def opened(encoding: Encoding = Encoding.MSGPACK) -> ServerSession:
 def test_connect_then_welcome_opens_the_session(encoding: Encoding) -> None:
     session = opened(encoding)
     subscribe = Subscribe(("quotation_changed",), ref=3)
-    assert session.receive(encode_client(subscribe, encoding)) == subscribe
+    assert session.receive(message(subscribe, encoding)) == subscribe
     frame = session.send(Subscribed(("quotation_changed",), {"quotation_changed": 10}, ref=3))
     assert decode_server(frame, encoding) == Subscribed(
         ("quotation_changed",), {"quotation_changed": 10}, ref=3
@@ -155,3 +162,20 @@ def test_local_misuse_is_a_usage_error() -> None:
         session.send(WELCOME)
     with pytest.raises(ValueError):
         session.fail("no_such_code", "x")
+
+
+@ENCODINGS
+def test_a_message_of_the_other_websocket_type_is_a_bad_frame(encoding: Encoding) -> None:
+    """MessagePack frames are binary messages, JSON frames text messages (docs/protocol.md
+    section 1); the other type closes with bad_frame (4000), before and after welcome."""
+    other: bytes | str
+    for session in (ServerSession(encoding), opened(encoding)):
+        frame = encode_client(Heartbeat(1, ref="h"), encoding)
+        other = frame.decode("utf-8", "replace") if encoding.binary else frame
+        outcome = session.receive(other)
+        assert isinstance(outcome, CloseConnection)
+        assert (outcome.error.code, outcome.close_code) == ("bad_frame", 4000)
+        assert session.state is SessionState.CLOSING
+    assert opened(encoding).receive(message(Heartbeat(1, ref="h"), encoding)) == Heartbeat(
+        1, ref="h"
+    )
