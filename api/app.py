@@ -44,6 +44,7 @@ from sinal.api.http_rules import (
     wants_gzip,
 )
 from sinal.api.ops_routes import register_ops
+from sinal.api.pages import register_pages
 from sinal.api.preferences import register_preferences
 from sinal.api.problems import Problem
 from sinal.api.read_routes import register_reads
@@ -197,5 +198,6 @@ def create_app(node: Node) -> QuartTrio:
     register_writes(api)
     register_preferences(api)
     register_ops(api)
+    register_pages(api)
     app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
     return app
