@@ -87,20 +87,10 @@ class NodeProcess:
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, no close frames."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
         self.process = None
 
 

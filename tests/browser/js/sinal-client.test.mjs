@@ -3,7 +3,9 @@
 // Run by Node's own test runner: node --experimental-websocket --test <this file>
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
+import { format } from 'node:util';
 
 import { ResourceStore, SinalClient, SinalError } from '../../../web/sinal-client.js';
 
@@ -143,6 +145,36 @@ test('options are checked', () => {
 });
 
 // --- against the node ------------------------------------------------------------------------
+
+test("the README's browser example runs as written", async () => {
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+  const example = /```js\n([\s\S]*?)```/.exec(readme)[1];
+  assert.ok(example.split('\n').filter(Boolean).length <= 10, 'ten lines');
+  const module = `${example}\nexport { client };\n`
+    .replace("'/web/sinal-client.js'",
+      JSON.stringify(new URL('../../../web/sinal-client.js', import.meta.url).href))
+    .replace("'<JWT>'", JSON.stringify(TOKENS.requester))
+    .replace("'http://localhost:3000'", JSON.stringify(HTTP))
+    .replace("'ws://localhost:3001/ws'", JSON.stringify(WS));
+  const printed = [];
+  const log = console.log;
+  console.log = (...args) => printed.push(format(...args)); // as console.log prints them
+  let exampleClient = null;
+  try {
+    ({ client: exampleClient } = await import(
+      `data:text/javascript,${encodeURIComponent(module)}`));
+    await waitFor(exampleClient, () => exampleClient.state === 'live', 'live');
+    const request = await createRequest('readme');
+    await waitFor(exampleClient, () => exampleClient.store(TOPIC).get(request.id),
+      'the new request');
+  } finally {
+    console.log = log;
+    exampleClient?.stop();
+  }
+  assert.ok(printed.includes('connection: live'), printed.join('\n'));
+  assert.ok(printed.some((line) => /^insert readme \d+ undefined -> pending_a1$/.test(line)),
+    printed.join('\n'));
+});
 
 test('bootstrap: the list by REST, then the socket from its offset, misses nothing',
   async () => {
