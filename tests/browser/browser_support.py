@@ -68,6 +68,11 @@ class NodeProcess:
                 "ENABLE_PERFORMANCE_MONITORING": "false", "REDIS_URL": ""}
 
     def start(self, timeout: float = 60) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process; `wait_ready` waits for it to serve."""
         assert self.process is None
         self.starts += 1
         with self.log_path.open("ab") as log:
@@ -75,6 +80,9 @@ class NodeProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "sinal.node.cli", "serve"], env=self.env(),
                 cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the node exited; see {self.log_path}"

@@ -82,12 +82,12 @@ def users(database: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def node(database: str, users: dict[str, Any]) -> Iterator[NodeProcess]:
+def spawned(database: str, users: dict[str, Any]) -> Iterator[NodeProcess]:
     ARTIFACTS.mkdir(exist_ok=True)
     running = NodeProcess(database, Path(tempfile.mkdtemp(prefix="sinal-browser-")),
                           ARTIFACTS / "node.log")
     running.log_path.write_bytes(b"")
-    running.start()
+    running.spawn()
     try:
         yield running
     finally:
@@ -101,7 +101,8 @@ def playwright() -> Iterator[Playwright]:
 
 
 @pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+def browser(playwright: Playwright, spawned: NodeProcess) -> Iterator[Browser]:
+    """Launched while the node starts (both take seconds)."""
     chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
     try:
         yield chromium
@@ -109,11 +110,17 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def node(spawned: NodeProcess, browser: Browser) -> NodeProcess:
+    spawned.wait_ready()
+    return spawned
+
+
 def open_page(browser: Browser, node: NodeProcess, user: dict[str, Any], path: str,
-              context: BrowserContext | None = None) -> Page:
+              context: BrowserContext | None = None, knobs: str = PAGE_KNOBS) -> Page:
     context = context or browser.new_context(viewport=VIEWPORT, locale="pt-BR")
     page = context.new_page()
-    page.goto(f"{node.base_url}{path}#token={token(user)}{PAGE_KNOBS}")
+    page.goto(f"{node.base_url}{path}#token={token(user)}{knobs}")
     return page
 
 
@@ -346,7 +353,8 @@ def test_without_the_websocket_the_page_polls_and_still_moves_cards(
 
     context = browser.new_context(viewport=VIEWPORT, locale="pt-BR")
     context.route_web_socket(re.compile(r".*/ws$"), socket_route)
-    page = open_page(browser, node, users[REQUESTER], "/solicitacoes", context)
+    page = open_page(browser, node, users[REQUESTER], "/solicitacoes", context,
+                     knobs="&poll=300&backoff=300")
     expect(connection(page)).to_have_attribute("data-state", "polling")
     expect(connection(page)).to_contain_text("Consultando (polling)")
 

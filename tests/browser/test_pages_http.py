@@ -59,7 +59,7 @@ async def http(db_url: str, users: dict[str, Any], nursery: trio.Nursery
         yield client
 
 
-async def test_root_is_json_for_programs_and_the_start_page_for_browsers(
+async def check_root_is_json_for_programs_and_the_start_page_for_browsers(
         http: httpx.AsyncClient) -> None:
     for accept in (None, "*/*", "application/json", "application/json, text/html;q=0.5"):
         headers = {"Accept": accept} if accept else {}
@@ -75,7 +75,7 @@ async def test_root_is_json_for_programs_and_the_start_page_for_browsers(
     assert (await http.post("/", headers={"Accept": BROWSER_ACCEPT})).status_code == 405
 
 
-async def test_pages_and_files_have_their_types_and_revalidate(http: httpx.AsyncClient) -> None:
+async def check_pages_and_files_have_their_types_and_revalidate(http: httpx.AsyncClient) -> None:
     for route, name in PAGES.items():
         page = await http.get(route)
         assert page.status_code == 200, route
@@ -107,7 +107,7 @@ async def test_pages_and_files_have_their_types_and_revalidate(http: httpx.Async
     assert gzip.decompress(raw) == (WEB_ROOT / "sinal-client.js").read_bytes()
 
 
-async def test_no_file_outside_web_can_be_named(http: httpx.AsyncClient) -> None:
+async def check_no_file_outside_web_can_be_named(http: httpx.AsyncClient) -> None:
     node = http.node  # type: ignore[attr-defined]
     host, port = node.http_url.removeprefix("http://").rsplit(":", 1)
     for target in ("/web/../pyproject.toml", "/web/%2e%2e/pyproject.toml",
@@ -122,7 +122,7 @@ async def test_no_file_outside_web_can_be_named(http: httpx.AsyncClient) -> None
         assert b"def register_pages" not in answer
 
 
-async def test_web_config_tells_the_pages_where_the_socket_is(http: httpx.AsyncClient) -> None:
+async def check_web_config_tells_the_pages_where_the_socket_is(http: httpx.AsyncClient) -> None:
     node = http.node  # type: ignore[attr-defined]
     config = (await http.get("/web/config.json")).json()
     assert config == {"httpPort": int(node.http_url.rsplit(":", 1)[1]),
@@ -130,7 +130,7 @@ async def test_web_config_tells_the_pages_where_the_socket_is(http: httpx.AsyncC
                       "websocketPath": "/ws", "development": True}
 
 
-async def test_development_lists_demo_users_with_working_tokens(
+async def check_development_lists_demo_users_with_working_tokens(
         http: httpx.AsyncClient, users: dict[str, Any]) -> None:
     answer = await http.get("/api/dev/users")
     assert answer.status_code == 200
@@ -147,6 +147,16 @@ async def test_development_lists_demo_users_with_working_tokens(
     forged = await http.get("/api/purchase-requests",
                             headers={"Authorization": f"Bearer {ana['token']}x"})
     assert forged.status_code == 401
+
+
+async def test_pages_on_a_development_node(http: httpx.AsyncClient,
+                                          users: dict[str, Any]) -> None:
+    """One node for these checks (each would otherwise start its own)."""
+    await check_root_is_json_for_programs_and_the_start_page_for_browsers(http)
+    await check_pages_and_files_have_their_types_and_revalidate(http)
+    await check_no_file_outside_web_can_be_named(http)
+    await check_web_config_tells_the_pages_where_the_socket_is(http)
+    await check_development_lists_demo_users_with_working_tokens(http, users)
 
 
 async def test_production_has_no_demo_login(db_url: str, users: dict[str, Any],
