@@ -1,32 +1,17 @@
 // @ts-check
 /**
- * sinal-client.js: a JavaScript client for Sinal, for browsers and Node.js 20+ (an ES module,
- * no dependencies, no build step).
+ * sinal-client.js: a JavaScript client for Sinal, for browsers and Node.js 20+ (ES modules:
+ * this file, sinal-rest.js, sinal-socket.js and sinal-store.js; no dependencies, no build
+ * step). It follows docs/protocol.md sections 6 and 10:
+ * - bootstrap: each resource's list is read by REST, then subscribed from its offset (`since`);
+ * - JSON subprotocol: `connect`, one `subscribe` per topic, heartbeats; a socket silent for
+ *   `connectionTimeout` is replaced; `resync` refetches (or, `slow_consumer`, resumes);
+ * - on a lost or refused socket: reconnects with exponential backoff and jitter, resuming with
+ *   `since`, and meanwhile polls `?since=<offset>` with the ETag (304 when nothing changed);
+ * - optional `topics` (e.g. `dashboard`): `subscribed` or `unknown_topic` says if the server
+ *   has them (`topicStatus`, and a `topic` event).
  *
- *     import { SinalClient } from '/web/sinal-client.js';
- *     const client = new SinalClient({ token, wsUrl: 'ws://127.0.0.1:3001/ws',
- *                                      resources: ['purchase_request_changed'] });
- *     client.store('purchase_request_changed').addEventListener('change', (e) => ...);
- *     await client.start();
- *
- * What it does, in the order of docs/protocol.md (sections 6 and 10):
- * - bootstrap: each resource's list is read by REST first (every page), which gives the rows
- *   and the offset they reflect; the subscription then starts from that offset (`since`);
- * - the socket speaks the JSON subprotocol (`sinal.json.v1`): `connect`, then one `subscribe`
- *   per topic (with `since`), heartbeats every `heartbeatInterval`; a socket silent for
- *   `connectionTimeout` is closed and replaced;
- * - every `data_update` is applied to the topic's local store (a `ResourceStore`, which emits
- *   `change` events); `resync` refetches the list (or, for `slow_consumer`, resumes from the
- *   last offset);
- * - when the socket closes or cannot be opened: reconnects with exponential backoff and
- *   jitter, resuming from the stores' offsets, and meanwhile polls REST with
- *   `?since=<offset>` and the ETag (`304 Not Modified` when nothing changed), so the stores
- *   keep moving; it goes back to the socket as soon as one opens;
- * - optional topics (`topics`, e.g. `dashboard` or `metrics`) are subscribed to one by one:
- *   the `subscribed` answer says the server has them, `unknown_topic` or `forbidden` that it
- *   does not (`topicStatus`, and a `topic` event).
- *
- * Events of the client (`addEventListener` or `on`), each a CustomEvent whose `detail` is:
+ * Events (`addEventListener` or `on`), CustomEvents whose `detail` is:
  *   state         {state, previous}            connection state changed
  *   change        {topic, op, id, row, previous, offset, source}   a row changed
  *   reset         {topic, offset}              a store was replaced by a REST list
@@ -38,21 +23,14 @@
  *   fatal         {error}                      the server refused us for good (bad token...)
  */
 
-/** The subprotocol this client speaks. */
-export const SUBPROTOCOL = 'sinal.json.v1';
+import {
+  FATAL_ERROR_CODES, RESOURCE_OF_TOPIC, RestApi, SinalError, asSinalError,
+} from './sinal-rest.js';
+import { SUBPROTOCOL, Session } from './sinal-socket.js';
+import { ResourceStore } from './sinal-store.js';
 
-/** Topics that have a REST list, and its path under /api/. */
-export const RESOURCE_OF_TOPIC = Object.freeze({
-  purchase_request_changed: 'purchase-requests',
-  approval_changed: 'approvals',
-  quotation_changed: 'quotations',
-  purchase_order_changed: 'purchase-orders',
-});
+export { RESOURCE_OF_TOPIC, ResourceStore, SUBPROTOCOL, SinalError };
 
-/** Close codes after which reconnecting cannot help (docs/protocol.md section 9). */
-const FATAL_CLOSE_CODES = new Set([4000, 4001, 4002, 4003, 4004, 4100, 4102, 4103]);
-const FATAL_ERROR_CODES = new Set(['auth_failed', 'token_expired', 'not_authenticated',
-  'bad_frame', 'frame_too_large', 'too_deep']);
 const SEEN_NOTIFICATIONS = 1000;
 
 /**
@@ -93,107 +71,14 @@ const SEEN_NOTIFICATIONS = 1000;
  * @property {number} framesReceived
  */
 
-/** An error from the server (problem details, an `error` frame) or the network. */
-export class SinalError extends Error {
-  /**
-   * @param {string} message
-   * @param {{status?: number, code?: string, problem?: any}} [info]
-   */
-  constructor(message, info = {}) {
-    super(message);
-    this.name = 'SinalError';
-    /** HTTP status; 0 for a network error or a WebSocket error. */
-    this.status = info.status ?? 0;
-    /** The documented error code (`forbidden`, `invalid_transition`, `auth_failed`...). */
-    this.code = info.code ?? '';
-    /** The RFC 9457 problem details, when the server sent them. */
-    this.problem = info.problem ?? null;
-  }
-
-  /** Retrying cannot help: the token or the role was refused. */
-  get fatal() {
-    return this.status === 401 || this.status === 403 || FATAL_ERROR_CODES.has(this.code);
-  }
-}
-
-/**
- * The rows of one topic that the user may see, by id, and the offset they reflect.
- * Emits `change` ({topic, op, id, row, previous, offset, source}) and `reset` ({topic, offset}).
- */
-export class ResourceStore extends EventTarget {
-  /** @param {string} topic */
-  constructor(topic) {
-    super();
-    this.topic = topic;
-    /** @type {Map<string, Row>} */
-    this.rows = new Map();
-    /** @type {number | null} the change-log offset the rows reflect */
-    this.offset = null;
-    /** true once a REST list (or a subscription) has given the store a starting point */
-    this.loaded = false;
-  }
-
-  get size() {
-    return this.rows.size;
-  }
-
-  /** @param {string | number} id */
-  get(id) {
-    return this.rows.get(String(id));
-  }
-
-  /** @returns {Row[]} */
-  values() {
-    return [...this.rows.values()];
-  }
-
-  /**
-   * Replace every row (a REST list and the offset it reflects).
-   * @param {Row[]} rows
-   * @param {number | null} offset
-   */
-  replace(rows, offset) {
-    this.rows = new Map(rows.map((row) => [String(row.id), row]));
-    this.offset = offset;
-    this.loaded = true;
-    this.dispatchEvent(new CustomEvent('reset', { detail: { topic: this.topic, offset } }));
-  }
-
-  /**
-   * Apply one change. Returns whether the store changed.
-   * @param {'insert'|'update'|'delete'} op
-   * @param {string | number} id
-   * @param {Row | null} row  the whole row after the change (null for a delete)
-   * @param {{offset?: number | null, source?: string}} [meta]
-   */
-  apply(op, id, row, meta = {}) {
-    const offset = meta.offset ?? null;
-    if (offset !== null && this.offset !== null && offset <= this.offset) {
-      return false; // already applied (offsets strictly increase within a topic)
-    }
-    const key = String(id);
-    const previous = this.rows.get(key) ?? null;
-    if (offset !== null) this.offset = offset;
-    if (op === 'delete' || row === null) {
-      if (previous === null) return false;
-      this.rows.delete(key);
-    } else {
-      this.rows.set(key, row);
-    }
-    const detail = { topic: this.topic, op, id: key, row: op === 'delete' ? null : row,
-      previous, offset, source: meta.source ?? '' };
-    this.dispatchEvent(new CustomEvent('change', { detail }));
-    return true;
-  }
-}
-
 /** Keeps local stores of Sinal topics current over a WebSocket, or REST polling without one. */
 export class SinalClient extends EventTarget {
   /** @param {SinalClientOptions} options */
   constructor(options) {
     super();
-    if (!options || !options.token) throw new TypeError('SinalClient: token is required');
-    if (!options.wsUrl) throw new TypeError('SinalClient: wsUrl is required');
+    if (!options?.token || !options.wsUrl) {
+      throw new TypeError('SinalClient: token and wsUrl are required');
+    }
     this.token = options.token;
     this.wsUrl = options.wsUrl;
     this.httpUrl = (options.httpUrl ?? '').replace(/\/+$/, '');
@@ -213,7 +98,8 @@ export class SinalClient extends EventTarget {
     this.connectTimeout = options.connectTimeout ?? 10000;
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
     const fetcher = options.fetch ?? globalThis.fetch;
-    this.#fetch = (/** @type {any} */ url, /** @type {any} */ init) => fetcher(url, init);
+    this.#rest = new RestApi({ httpUrl: this.httpUrl, token: this.token,
+      fetch: (/** @type {any} */ url, /** @type {any} */ init) => fetcher(url, init) });
     this.#random = options.random ?? Math.random;
 
     /** @type {Map<string, ResourceStore>} */
@@ -242,15 +128,13 @@ export class SinalClient extends EventTarget {
   }
 
   #WebSocket;
-  #fetch;
+  #rest;
   #random;
   /** @type {Set<string>} */
   #seen = new Set();
-  /** @type {Map<string, string>} */
-  #etags = new Map();
   /** @type {Set<() => void>} */
   #wakers = new Set();
-  /** @type {WebSocket | null} */
+  /** @type {Session | null} the open socket session */
   #ws = null;
   #started = false;
   #stopped = false;
@@ -311,7 +195,7 @@ export class SinalClient extends EventTarget {
   /** Close the socket and stop every timer; the stores keep their rows. */
   stop() {
     this.#stopped = true;
-    this.#ws?.close(1000, 'client stopped');
+    this.#ws?.close('client stopped');
     this.#wakeAll();
     this.#setState('stopped');
   }
@@ -319,7 +203,7 @@ export class SinalClient extends EventTarget {
   /** Drop the current socket (or cut the current wait) and reconnect at once. */
   reconnect() {
     this.#retryNow = true;
-    if (this.#ws) this.#ws.close(1000, 'reconnect');
+    this.#ws?.close('reconnect');
     this.#wakeAll();
   }
 
@@ -337,7 +221,7 @@ export class SinalClient extends EventTarget {
    * @param {any} [body]  sent as JSON
    */
   async request(method, path, body) {
-    return (await this.#http(method, path, { body })).body;
+    return (await this.#rest.call(method, path, { body })).body;
   }
 
   /**
@@ -346,22 +230,8 @@ export class SinalClient extends EventTarget {
    * @param {string} topic
    */
   async refetch(topic) {
-    const resource = RESOURCE_OF_TOPIC[/** @type {keyof typeof RESOURCE_OF_TOPIC} */ (topic)];
-    /** @type {Row[]} */
-    const rows = [];
-    /** @type {number | null} */
-    let offset = null;
-    let cursor = null;
-    do {
-      const query = new URLSearchParams({ limit: '1000' });
-      if (cursor) query.set('cursor', cursor);
-      const { body } = await this.#http('GET', `/api/${resource}?${query}`);
-      rows.push(...body.data);
-      if (offset === null) offset = body.offset;
-      cursor = body.nextCursor;
-    } while (cursor);
+    const { rows, offset } = await this.#rest.list(topic);
     const keep = this.keep[topic];
-    this.#etags.delete(topic);
     this.stats.refetches++;
     this.store(topic).replace(keep ? rows.filter(keep) : rows, offset);
   }
@@ -369,7 +239,7 @@ export class SinalClient extends EventTarget {
   /** One REST poll of every resource: `?since=<offset>` with the ETag (304, a delta, or 410). */
   async pollOnce() {
     if (this.resources.length === 0) {
-      await this.#http('GET', '/health/live');
+      await this.#rest.call('GET', '/health/live');
       this.stats.polls++;
       return;
     }
@@ -437,11 +307,8 @@ export class SinalClient extends EventTarget {
   /** @param {string} topic */
   async #pollTopic(topic) {
     const store = this.store(topic);
-    const resource = RESOURCE_OF_TOPIC[/** @type {keyof typeof RESOURCE_OF_TOPIC} */ (topic)];
     for (;;) {
-      const etag = this.#etags.get(topic);
-      const response = await this.#http('GET', `/api/${resource}?since=${store.offset}`,
-        { etag, accept: [304, 410] });
+      const response = await this.#rest.delta(topic, store.offset);
       this.stats.polls++;
       if (response.status === 304) {
         this.stats.notModified++;
@@ -457,108 +324,46 @@ export class SinalClient extends EventTarget {
         this.#apply(topic, op, row.id, op === 'delete' ? null : row, null, 'poll');
       }
       store.offset = body.offset;
-      const tag = response.headers.get('ETag');
-      if (tag) this.#etags.set(topic, tag);
-      else this.#etags.delete(topic);
       if (!body.hasMore) return;
     }
   }
 
   /**
-   * One socket session. Resolves when it ends, with whether it became live and, when the
-   * server refused us for good, why.
-   * @returns {Promise<{live: boolean, fatal: SinalError | null}>}
+   * One socket session; resolves when it ends (`live`: it got that far; `fatal`: refused).
+   * @returns {Promise<Session>}
    */
-  #session() {
-    return new Promise((resolve) => {
-      const ctx = { live: false, welcomed: false, fatal: /** @type {SinalError|null} */ (null),
-        beat: /** @type {any} */ (null) };
-      /** @type {WebSocket} */
-      let ws;
-      try {
-        ws = new this.#WebSocket(this.wsUrl, [SUBPROTOCOL]);
-      } catch {
-        resolve(ctx);
-        return;
-      }
-      this.#ws = ws;
-      for (const topic of this.stores.keys()) {
-        if (this.topicStatus.get(topic) !== 'unavailable') this.topicStatus.set(topic, 'pending');
-      }
-      let ended = false;
-      /** @param {number} code @param {string} reason */
-      const end = (code, reason) => {
-        if (ended) return;
-        ended = true;
-        clearTimeout(openTimer);
-        clearInterval(ctx.beat);
-        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-        if (this.#ws === ws) this.#ws = null;
-        this.session = null;
-        if (!ctx.fatal && FATAL_CLOSE_CODES.has(code)) {
-          ctx.fatal = new SinalError(`the server closed the socket: ${reason || code}`,
-            { code: reason || String(code) });
-        }
-        resolve(ctx);
-      };
-      const openTimer = setTimeout(() => {
-        ws.close();
-        end(1006, 'timeout');
-      }, this.connectTimeout);
-      let opened = false;
-      ws.onopen = () => {
-        opened = true;
-        send(ws, { event: 'connect', token: this.token, ref: 'connect' });
-      };
-      // Browsers follow an error with a close event (which has the close code); Node 20's
-      // WebSocket does not when the connection fails before it opens.
-      ws.onerror = () => {
-        if (!opened) end(1006, 'error');
-        else setTimeout(() => end(1006, 'error'), 1000);
-      };
-      ws.onmessage = (event) => {
-        this.lastMessageAt = Date.now();
+  async #session() {
+    for (const topic of this.stores.keys()) {
+      if (this.topicStatus.get(topic) !== 'unavailable') this.topicStatus.set(topic, 'pending');
+    }
+    const session = new Session({ WebSocket: this.#WebSocket, url: this.wsUrl, token: this.token,
+      connectTimeout: this.connectTimeout, stats: this.stats,
+      onMessage: (current, message) => {
+        this.lastMessageAt = current.lastMessageAt;
         this.stats.framesReceived++;
-        let message;
-        try {
-          message = JSON.parse(String(event.data));
-        } catch {
-          return;
-        }
-        if (message && message.event === 'welcome') clearTimeout(openTimer);
-        this.#onMessage(ws, message, ctx).catch(() => ws.close());
-      };
-      ws.onclose = (event) => end(event.code, event.reason);
-    });
+        return this.#onMessage(current, message);
+      } });
+    this.#ws = session;
+    await session.run();
+    if (this.#ws === session) this.#ws = null;
+    this.session = null;
+    return session;
   }
 
   /**
-   * @param {WebSocket} ws
+   * @param {Session} ws
    * @param {any} message
-   * @param {{live: boolean, welcomed: boolean, fatal: SinalError | null, beat: any}} ctx
    */
-  async #onMessage(ws, message, ctx) {
+  async #onMessage(ws, message) {
     switch (message.event) {
-      case 'welcome': {
-        ctx.welcomed = true;
+      case 'welcome': // the session has started its heartbeats
         this.session = message;
         this.#emit('welcome', { welcome: message });
-        const interval = Math.max(100, Number(message.heartbeatInterval) || 30000);
-        const timeout = Math.max(interval, Number(message.connectionTimeout) || 60000);
-        ctx.beat = setInterval(() => {
-          if (Date.now() - this.lastMessageAt > timeout) {
-            ws.close(); // silent for connectionTimeout: treat as dead (protocol section 7)
-            return;
-          }
-          send(ws, { event: 'heartbeat', timestamp: Date.now() });
-          this.stats.heartbeatsSent++;
-        }, interval);
         for (const topic of this.stores.keys()) {
           if (this.topicStatus.get(topic) !== 'unavailable') this.#subscribe(ws, topic);
         }
-        this.#maybeLive(ctx);
+        this.#maybeLive(ws);
         break;
-      }
       case 'subscribed':
         for (const topic of message.events ?? []) {
           const store = this.stores.get(topic);
@@ -571,7 +376,7 @@ export class SinalClient extends EventTarget {
           this.topicStatus.set(topic, 'subscribed');
           if (before !== 'subscribed') this.#emit('topic', { topic, available: true });
         }
-        this.#maybeLive(ctx);
+        this.#maybeLive(ws);
         break;
       case 'data_update':
         this.#apply(message.type, message.op, message.id,
@@ -604,7 +409,7 @@ export class SinalClient extends EventTarget {
         break;
       }
       case 'error':
-        this.#onError(ws, message, ctx);
+        this.#onError(ws, message);
         break;
       default:
         break; // heartbeat, and kinds a newer server may add
@@ -612,41 +417,40 @@ export class SinalClient extends EventTarget {
   }
 
   /**
-   * @param {WebSocket} ws
+   * @param {Session} ws
    * @param {any} message
-   * @param {{live: boolean, welcomed: boolean, fatal: SinalError | null}} ctx
    */
-  #onError(ws, message, ctx) {
+  #onError(ws, message) {
     const ref = typeof message.ref === 'string' ? message.ref : '';
     if (ref.startsWith('sub:')) {
       const topic = ref.slice(4);
       if (message.code === 'unknown_topic' || message.code === 'forbidden') {
         this.topicStatus.set(topic, 'unavailable');
         this.#emit('topic', { topic, available: false, code: message.code });
-        this.#maybeLive(ctx);
+        this.#maybeLive(ws);
         return;
       }
     }
     if (ref === 'connect' || FATAL_ERROR_CODES.has(message.code)) {
-      ctx.fatal = new SinalError(message.message || message.code, { code: message.code });
+      ws.fatal = new SinalError(message.message || message.code, { code: message.code });
       return; // the server closes the socket next
     }
     this.#emit('servererror', { code: message.code, message: message.message, ref });
   }
 
-  /** @param {{live: boolean, welcomed: boolean}} ctx */
-  #maybeLive(ctx) {
-    if (ctx.live || !ctx.welcomed) return;
+  /** @param {Session} ws */
+  #maybeLive(ws) {
+    if (ws.live || !ws.welcome) return;
     for (const topic of this.resources) {
       if (this.topicStatus.get(topic) === 'pending') return;
     }
-    ctx.live = true;
+    ws.live = true;
     this.stats.connects++;
     this.#setState('live');
   }
 
   /**
-   * @param {WebSocket} ws
+   * @param {Session} ws
    * @param {string} topic
    */
   #subscribe(ws, topic) {
@@ -655,7 +459,7 @@ export class SinalClient extends EventTarget {
     const offset = this.stores.get(topic)?.offset;
     if (offset !== null && offset !== undefined) message.since = { [topic]: offset };
     this.topicStatus.set(topic, 'pending');
-    send(ws, message);
+    ws.send(message);
   }
 
   /**
@@ -679,50 +483,6 @@ export class SinalClient extends EventTarget {
 
   // --- plumbing ---------------------------------------------------------------------------------
 
-  /**
-   * @param {string} method
-   * @param {string} path
-   * @param {{body?: any, etag?: string, accept?: number[]}} [options]
-   * @returns {Promise<{status: number, body: any, headers: Headers}>}
-   */
-  async #http(method, path, options = {}) {
-    /** @type {Record<string, string>} */
-    const headers = { Authorization: `Bearer ${this.token}`, Accept: 'application/json' };
-    if (options.etag) headers['If-None-Match'] = options.etag;
-    /** @type {RequestInit} */
-    const init = { method, headers, cache: 'no-store' };
-    if (options.body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(options.body);
-    }
-    let response;
-    try {
-      response = await this.#fetch(this.httpUrl + path, init);
-    } catch (error) {
-      throw new SinalError(`${method} ${path}: ${/** @type {Error} */ (error).message}`,
-        { code: 'network_error' });
-    }
-    if (response.status === 304) return { status: 304, body: null, headers: response.headers };
-    const text = await response.text();
-    let body = null;
-    if (text) {
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = null;
-      }
-    }
-    if (response.ok || options.accept?.includes(response.status)) {
-      return { status: response.status, body, headers: response.headers };
-    }
-    const problem = body && typeof body === 'object' ? { ...body } : null;
-    if (problem && response.headers.get('Retry-After')) {
-      problem.retryAfter = Number(response.headers.get('Retry-After'));
-    }
-    throw new SinalError(problem?.detail || `${method} ${path} answered ${response.status}`,
-      { status: response.status, code: problem?.code || 'http_error', problem });
-  }
-
   /** @param {ConnectionState} state */
   #setState(state) {
     if (this.state === state || (this.state === 'stopped' && this.#stopped)) return;
@@ -735,7 +495,7 @@ export class SinalClient extends EventTarget {
   #fail(error) {
     this.lastError = error;
     this.#stopped = true;
-    this.#ws?.close(1000, 'client stopped');
+    this.#ws?.close('client stopped');
     this.#wakeAll();
     this.#setState('stopped');
     this.#emit('fatal', { error });
@@ -769,22 +529,4 @@ export class SinalClient extends EventTarget {
   #wakeAll() {
     for (const wake of [...this.#wakers]) wake();
   }
-}
-
-/**
- * @param {WebSocket} ws
- * @param {any} message
- */
-function send(ws, message) {
-  if (ws.readyState === 1) ws.send(JSON.stringify(message));
-}
-
-/**
- * @param {unknown} error
- * @returns {SinalError}
- */
-function asSinalError(error) {
-  if (error instanceof SinalError) return error;
-  return new SinalError(String(/** @type {any} */ (error)?.message ?? error),
-    { code: 'client_error' });
 }

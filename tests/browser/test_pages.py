@@ -60,6 +60,7 @@ APPROVER_2, APPROVER_3, ADMIN = "diego@sinal.dev", "elisa@sinal.dev", "admin@sin
 VIEWPORT: ViewportSize = {"width": 1360, "height": 820}
 PAGE_KNOBS = "&poll=300&backoff=1000"  # fast polling and reconnects (documented in session.js)
 SHARED: dict[str, str] = {}  # what a test leaves for the next one (they run in order)
+expect.set_options(timeout=10_000)  # a bound for a loaded machine; the 1 s check is explicit
 
 
 # --- fixtures (module scope: one node, one browser) ----------------------------------------------
