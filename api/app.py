@@ -49,6 +49,7 @@ from sinal.api.http_rules import (
     wants_gzip,
 )
 from sinal.api.ops_routes import register_ops
+from sinal.api.pages import register_pages
 from sinal.api.preferences import register_preferences
 from sinal.api.problems import Problem
 from sinal.api.read_routes import register_reads
@@ -200,5 +201,6 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_writes(api)
     register_preferences(api)
     register_ops(api)
+    register_pages(api)
     app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
     return app

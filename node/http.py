@@ -52,6 +52,7 @@ def api_settings(config: Config, node_id: str) -> ApiSettings:
         delta_updates=config.enable_delta_updates,
         smart_polling=config.enable_smart_polling,
         max_connections=config.max_concurrent_connections,
+        development=config.development,
     )
 
 

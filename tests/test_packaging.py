@@ -1,6 +1,6 @@
 """Installed, Sinal is one import name: a wheel holds the package `sinal` (its parts as
-sub-packages, the SQL migrations as package data) and nothing else at the top level, and
-the `sinal` command points into it."""
+sub-packages, the SQL migrations and the browser app in web/ as package data) and nothing
+else at the top level, and the `sinal` command points into it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def test_the_wheel_holds_sinal_and_nothing_else(tmp_path: Path) -> None:
         assert f"sinal/{part}/__init__.py" in names, part
     shipped = sorted(p.name for p in (ROOT / "sql").glob("*.sql"))
     assert sorted(n.split("/")[-1] for n in names if n.endswith(".sql")) == shipped
+    # the browser app: every file of web/ (data, no Python), where api/pages.py serves it from
+    web = sorted(p.relative_to(ROOT / "web").as_posix()
+                 for p in (ROOT / "web").rglob("*") if p.is_file())
+    assert "sinal-client.js" in web and "solicitacoes.html" in web
+    assert sorted(n.removeprefix("sinal/web/") for n in names if n.startswith("sinal/web/")) == web
+    assert not [n for n in names if n.startswith("sinal/web/") and n.endswith(".py")]
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "sinal = sinal.node.cli:main" in text

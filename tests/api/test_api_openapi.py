@@ -30,8 +30,8 @@ def app_routes(api: Api) -> set[tuple[str, str]]:
     app = build_app(api.node)
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("pages."):
+            continue  # the browser app (api/pages.py) is not part of the REST API
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         path = path.replace("{row_id}", "{id}").replace("{request_id}", "{id}")
         path = path.replace("{order_id}", "{id}")

@@ -1,0 +1,332 @@
+// web/sinal-client.js against a live Sinal node (started by tests/browser/test_client_js.py,
+// which passes its URLs and one token per demo role in the environment).
+// Run by Node's own test runner: node --experimental-websocket --test <this file>
+
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { test } from 'node:test';
+import { format } from 'node:util';
+
+import { ResourceStore, SinalClient, SinalError } from '../../../web/sinal-client.js';
+
+const HTTP = process.env.SINAL_HTTP_URL ?? '';
+const WS = process.env.SINAL_WS_URL ?? '';
+const TOKENS = JSON.parse(process.env.SINAL_TOKENS ?? '{}');
+const TOPIC = 'purchase_request_changed';
+const DEAD_WS = 'ws://127.0.0.1:9/ws'; // the discard port: nothing listens there
+
+if (!(HTTP && WS && TOKENS.admin)) {
+  throw new Error('run through tests/browser/test_client_js.py, which starts a node');
+}
+
+// --- helpers ------------------------------------------------------------------------------
+
+/** A REST call as a demo role; resolves the JSON body. */
+async function api(role, method, path, body) {
+  const response = await fetch(HTTP + path, {
+    method,
+    headers: { Authorization: `Bearer ${TOKENS[role]}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${path} answered ${response.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+let serial = 0;
+async function createRequest(tag, submit = true) {
+  serial += 1;
+  return api('requester', 'POST', '/api/purchase-requests',
+    { title: `${tag} ${serial}`, amount: 100 + serial, submit });
+}
+
+/** What the server shows `role` now: id -> status, every page. */
+async function truth(role = 'admin') {
+  const rows = new Map();
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: '1000', fields: 'status' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api(role, 'GET', `/api/purchase-requests?${query}`);
+    for (const row of page.data) rows.set(String(row.id), row.status);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return rows;
+}
+
+function view(client) {
+  return new Map(client.store(TOPIC).values().map((row) => [String(row.id), row.status]));
+}
+
+/** Resolve once condition() holds: checked on every client event, and every 20 ms. */
+function waitFor(client, condition, what, timeout = 15000) {
+  return new Promise((resolve, reject) => {
+    const events = ['change', 'reset', 'state', 'notification', 'topic', 'welcome'];
+    const finish = (error) => {
+      clearTimeout(timer);
+      clearInterval(ticker);
+      for (const type of events) client.removeEventListener(type, check);
+      if (error) reject(error);
+      else resolve();
+    };
+    const check = () => {
+      try {
+        if (condition()) finish();
+      } catch (error) {
+        finish(error);
+      }
+    };
+    const timer = setTimeout(() => finish(new Error(
+      `timed out waiting for ${what} (state ${client.state}, stats ${JSON.stringify(client.stats)})`)),
+    timeout);
+    const ticker = setInterval(check, 20);
+    for (const type of events) client.addEventListener(type, check);
+    check();
+  });
+}
+
+async function convergesToTruth(client, role = 'admin') {
+  const expected = await truth(role);
+  await waitFor(client, () => sameMap(view(client), expected), 'the store to equal the server');
+}
+
+function sameMap(a, b) {
+  if (a.size !== b.size) return false;
+  for (const [key, value] of a) if (b.get(key) !== value) return false;
+  return true;
+}
+
+/** A WebSocket class that records its sockets and what they send, and can be blocked. */
+function trackedWebSocket() {
+  const sockets = [];
+  const sent = [];
+  const control = { blocked: false, sockets, sent };
+  control.WebSocket = class extends WebSocket {
+    constructor(url, protocols) {
+      super(control.blocked ? DEAD_WS : url, protocols);
+      sockets.push(this);
+    }
+
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  };
+  return control;
+}
+
+function client(options = {}) {
+  return new SinalClient({ httpUrl: HTTP, wsUrl: WS, token: TOKENS.admin, resources: [TOPIC],
+    pollInterval: 100, backoffBase: 50, backoffMax: 400, ...options });
+}
+
+// --- the store, without a server --------------------------------------------------------------
+
+test('a store applies changes once, in offset order, and says what changed', () => {
+  const store = new ResourceStore(TOPIC);
+  const seen = [];
+  store.addEventListener('change', (event) => seen.push(event.detail));
+  store.replace([{ id: 'a', status: 'draft' }], 10);
+  assert.equal(store.apply('update', 'a', { id: 'a', status: 'pending_a1' }, { offset: 11 }), true);
+  assert.equal(store.apply('update', 'a', { id: 'a', status: 'draft' }, { offset: 11 }), false);
+  assert.equal(store.apply('delete', 'zz', null, { offset: 12 }), false);
+  assert.equal(store.apply('insert', 'b', { id: 'b', status: 'draft' }, { offset: 13 }), true);
+  assert.equal(store.apply('delete', 'a', null, { offset: 14 }), true);
+  assert.deepEqual([...store.rows.keys()], ['b']);
+  assert.equal(store.offset, 14);
+  assert.deepEqual(seen.map((d) => [d.op, d.id, d.previous?.status ?? null]),
+    [['update', 'a', 'draft'], ['insert', 'b', null], ['delete', 'a', 'pending_a1']]);
+});
+
+test('options are checked', () => {
+  assert.throws(() => new SinalClient({ wsUrl: WS }), /token/);
+  assert.throws(() => new SinalClient({ token: 't', wsUrl: WS, resources: ['metrics'] }),
+    /no REST list/);
+});
+
+// --- against the node ------------------------------------------------------------------------
+
+test("the README's browser example runs as written", async () => {
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8');
+  const example = /```js\n([\s\S]*?)```/.exec(readme)[1];
+  assert.ok(example.split('\n').filter(Boolean).length <= 10, 'ten lines');
+  const module = `${example}\nexport { client };\n`
+    .replace("'/web/sinal-client.js'",
+      JSON.stringify(new URL('../../../web/sinal-client.js', import.meta.url).href))
+    .replace("'<JWT>'", JSON.stringify(TOKENS.requester))
+    .replace("'http://localhost:3000'", JSON.stringify(HTTP))
+    .replace("'ws://localhost:3001/ws'", JSON.stringify(WS));
+  const printed = [];
+  const log = console.log;
+  console.log = (...args) => printed.push(format(...args)); // as console.log prints them
+  let exampleClient = null;
+  try {
+    ({ client: exampleClient } = await import(
+      `data:text/javascript,${encodeURIComponent(module)}`));
+    await waitFor(exampleClient, () => exampleClient.state === 'live', 'live');
+    const request = await createRequest('readme');
+    await waitFor(exampleClient, () => exampleClient.store(TOPIC).get(request.id),
+      'the new request');
+  } finally {
+    console.log = log;
+    exampleClient?.stop();
+  }
+  assert.ok(printed.includes('connection: live'), printed.join('\n'));
+  assert.ok(printed.some((line) => /^insert readme \d+ undefined -> pending_a1$/.test(line)),
+    printed.join('\n'));
+});
+
+test('bootstrap: the list by REST, then the socket from its offset, misses nothing',
+  async () => {
+    for (let i = 0; i < 3; i += 1) await createRequest('before');
+    let raced = false;
+    // A write lands after the list was read and before the socket subscribes: the
+    // subscription starts from the list's offset, so the write must still arrive.
+    const racingFetch = async (url, init) => {
+      const response = await fetch(url, init);
+      if (!raced && String(url).includes('/api/purchase-requests?limit=')) {
+        raced = true;
+        await createRequest('between');
+      }
+      return response;
+    };
+    const c = client({ fetch: racingFetch });
+    try {
+      await c.start();
+      assert.equal(c.stats.refetches, 1);
+      await waitFor(c, () => c.state === 'live', 'live');
+      await convergesToTruth(c);
+      await createRequest('live');
+      const draft = await createRequest('live', false);
+      await api('requester', 'POST', `/api/purchase-requests/${draft.id}/submit`);
+      await convergesToTruth(c);
+      assert.equal(c.store(TOPIC).get(draft.id).status, 'pending_a1');
+      assert.equal(c.stats.polls, 0, 'no REST polling while the socket is live');
+      assert.equal(c.stats.refetches, 1);
+    } finally {
+      c.stop();
+    }
+  });
+
+test('a dropped socket reconnects and resumes with since: no refetch', async () => {
+  const ws = trackedWebSocket();
+  const c = client({ WebSocket: ws.WebSocket, pollInterval: 60000 });
+  try {
+    await c.start();
+    await waitFor(c, () => c.state === 'live', 'live');
+    ws.sockets.at(-1).close();
+    for (let i = 0; i < 3; i += 1) await createRequest('away');
+    await waitFor(c, () => c.stats.connects === 2 && c.state === 'live', 'a second session');
+    await convergesToTruth(c);
+    const resumed = ws.sent.filter((m) => m.event === 'subscribe').at(-1);
+    assert.equal(typeof resumed.since?.[TOPIC], 'number', JSON.stringify(resumed));
+    assert.equal(c.stats.refetches, 1, 'resumed from its offset, never refetched');
+  } finally {
+    c.stop();
+  }
+});
+
+test('no socket: REST polling with ETags keeps the store, then back to the socket',
+  async () => {
+    const ws = trackedWebSocket();
+    ws.blocked = true;
+    const c = client({ WebSocket: ws.WebSocket });
+    const states = [];
+    c.on('state', ({ state }) => states.push(state));
+    try {
+      await c.start();
+      await waitFor(c, () => c.state === 'polling', 'polling');
+      await waitFor(c, () => c.stats.notModified > 0, 'a 304');
+      const request = await createRequest('polled');
+      await api('approver_a1', 'POST', `/api/purchase-requests/${request.id}/approve`, {});
+      await convergesToTruth(c);
+      assert.equal(c.store(TOPIC).get(request.id).status, 'pending_a2');
+      assert.equal(c.stats.connects, 0);
+      assert.ok(c.stats.socketFailures > 0);
+      ws.blocked = false; // the socket can be opened again
+      await waitFor(c, () => c.state === 'live', 'back to live');
+      const polls = c.stats.polls;
+      await createRequest('after');
+      await convergesToTruth(c);
+      assert.equal(c.stats.polls, polls, 'no polling once live again');
+      assert.deepEqual(states.filter((s, i) => s !== states[i - 1]).slice(0, 2),
+        ['connecting', 'polling']);
+    } finally {
+      c.stop();
+    }
+  });
+
+test('resync: a since the server never had makes the client refetch the list',
+  async () => {
+    const c = client();
+    try {
+      await c.start();
+      await waitFor(c, () => c.state === 'live', 'live');
+      c.store(TOPIC).offset = 10 ** 12; // ahead of the log: the server answers resync
+      c.reconnect();
+      await waitFor(c, () => c.stats.resyncs >= 1 && c.stats.refetches >= 2, 'a resync');
+      await waitFor(c, () => c.state === 'live' && c.topicStatus.get(TOPIC) === 'subscribed',
+        'resubscribed');
+      assert.ok(c.store(TOPIC).offset < 10 ** 12);
+      await createRequest('after-resync');
+      await convergesToTruth(c);
+    } finally {
+      c.stop();
+    }
+  });
+
+test('heartbeats keep a quiet session open past the connection timeout', async () => {
+  const c = client();
+  try {
+    await c.start();
+    await waitFor(c, () => c.state === 'live', 'live');
+    const { connectionTimeout, heartbeatInterval } = c.session;
+    const needed = Math.ceil((2 * connectionTimeout) / heartbeatInterval);
+    await waitFor(c, () => c.stats.heartbeatsSent >= needed, `${needed} heartbeats`);
+    assert.equal(c.stats.connects, 1, 'the server never closed the session');
+    assert.equal(c.state, 'live');
+  } finally {
+    c.stop();
+  }
+});
+
+test('views, optional topics and notifications', async () => {
+  const approver = client({
+    token: TOKENS.approver_a1,
+    topics: ['dashboard', 'no_such_topic'],
+    keep: { [TOPIC]: (row) => row.status === 'pending_a1' },
+  });
+  try {
+    await approver.start();
+    await waitFor(approver, () => approver.state === 'live', 'live');
+    await waitFor(approver, () => approver.topicStatus.get('no_such_topic') === 'unavailable',
+      'unknown_topic');
+    // `dashboard` is served by newer nodes: either answer is fine, but it must be settled
+    assert.ok(['subscribed', 'unavailable'].includes(approver.topicStatus.get('dashboard')));
+    const request = await createRequest('for-a1');
+    await waitFor(approver, () => approver.store(TOPIC).get(request.id)?.status === 'pending_a1',
+      'the card in pending_a1');
+    await waitFor(approver, () => approver.notifications.some(
+      (n) => n.type === 'approval_required' && n.action?.id === request.id), 'a notification');
+    await approver.request('POST', `/api/purchase-requests/${request.id}/approve`, {});
+    await waitFor(approver, () => !approver.store(TOPIC).get(request.id), 'the card leaves');
+    const error = await approver.request('POST', `/api/purchase-requests/${request.id}/approve`, {})
+      .then(() => null, (e) => e);
+    assert.ok(error instanceof SinalError);
+    assert.equal(error.status, 403);
+    assert.equal(error.code, 'forbidden');
+    const ids = approver.notifications.map((n) => String(n.id));
+    assert.equal(new Set(ids).size, ids.length, 'no notification twice');
+  } finally {
+    approver.stop();
+  }
+});
+
+test('a refused token stops the client with the reason', async () => {
+  const c = client({ token: 'not-a-token' });
+  const error = await c.start().then(() => null, (e) => e);
+  assert.ok(error instanceof SinalError);
+  assert.equal(error.status, 401);
+  assert.equal(c.state, 'stopped');
+  assert.equal(c.lastError, error);
+});
