@@ -93,6 +93,9 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
     app.session_interface = _NoSessions()  # type: ignore[assignment]
+    # `/api//x` names no route (404), rather than a redirect to `/api/x` (a werkzeug
+    # response the answer hooks cannot handle)
+    app.url_map.merge_slashes = False
     api = ApiContext.build(app, settings, db, authenticator, realtime, stats)
     app.extensions["sinal"] = api
     origins = settings.allowed_origins
@@ -145,6 +148,8 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
         return response
 
     async def _maybe_gzip(response: Response) -> None:
+        if not isinstance(response, Response):
+            return  # a werkzeug response (a routing redirect): nothing to compress
         mimetype = response.mimetype or ""
         if not (mimetype.endswith("json") or mimetype.startswith("text/")):
             return

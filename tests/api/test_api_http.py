@@ -77,6 +77,9 @@ async def test_every_error_is_a_problem(api: Api) -> None:
     huge = await api.post(PR, REQUESTER, content=b"{" + b" " * (1 << 20) + b"}",
                           headers={"Content-Type": "application/json"})
     assert is_problem(huge, 413, "payload_too_large")
+    for doubled in ("/api//purchase-requests", "/health//live", "//api/purchase-requests"):
+        answer = await api.get(doubled)
+        assert answer.status_code < 500, (doubled, answer.status_code, answer.text[:200])
 
 
 async def test_cors_for_the_configured_origins(api: Api) -> None:
