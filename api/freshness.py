@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
-from sinal.actors.topic import Topic
+if TYPE_CHECKING:  # an annotation only: api/ never imports actors/ (docs/architecture.md)
+    from sinal.actors.topic import Topic
 
 log = logging.getLogger("sinal.api")
 
