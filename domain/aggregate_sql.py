@@ -62,6 +62,11 @@ _TABLES = tuple(FAMILY_OF_TABLE)
 def load_state(conn: psycopg.Connection[Any], today: date) -> AggregateState:
     """Every cell from the tables, exact at the head it reports (see the module doc)."""
     conn.execute("SELECT sinal_sequence_changes()")
+    return snapshot_state(conn, today)
+
+
+def snapshot_state(conn: psycopg.Connection[Any], today: date) -> AggregateState:
+    """The cells of one snapshot, less the changes it sees that have no position yet."""
     first = window_start(today)
     state = AggregateState(approvals_from=first.isoformat())
     with conn.transaction():

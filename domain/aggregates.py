@@ -59,7 +59,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sinal.domain.access import AccessError, RowFilter, readable_filters, scope_key
+from sinal.domain.access import (
+    NULL_VALUE,
+    AccessError,
+    Clause,
+    RowFilter,
+    readable_filters,
+    scope_key,
+)
 from sinal.domain.principals import Principal
 
 Key = tuple[Any, ...]
@@ -290,10 +297,27 @@ class Scope:
     key: str  # equal scopes, equal keys (subscribers of one scope share their frames)
 
 
+def on_key(row_filter: RowFilter, columns: tuple[str, ...]) -> RowFilter:
+    """The filter as it judges a cell key: a test of a column the key does not have sees
+    null (a requester's own-requests clause never holds, so it goes), and equal results
+    make equal filters (the requesters of one department share one scope)."""
+    groups: list[tuple[Clause, ...]] = []
+    for group in row_filter.groups:
+        clauses: list[Clause] = []
+        for clause in group:
+            kept = [(name, values) for name, values in clause if name in columns]
+            if all(name in columns or NULL_VALUE in values for name, values in clause):
+                clauses.append(tuple(kept))
+        if any(not clause for clause in clauses):
+            continue  # a clause with no test left always holds: so does the group
+        groups.append(tuple(clauses))  # no clause left: the group (and filter) never holds
+    return RowFilter(tuple(groups))
+
+
 def scope_for(principal: Principal) -> Scope:
     by_topic = readable_filters(principal, tuple(FAMILY_TOPIC.values()))
-    filters = {family: by_topic[topic] for family, topic in FAMILY_TOPIC.items()
-               if topic in by_topic}
+    filters = {family: on_key(by_topic[topic], _KEY_COLUMNS[family])
+               for family, topic in FAMILY_TOPIC.items() if topic in by_topic}
     key = ";".join(f"{family}:{scope_key(f)}" for family, f in sorted(filters.items()))
     return Scope(filters, key)
 
