@@ -85,11 +85,23 @@ Loader = Callable[[psycopg.Connection[Any], date], AggregateState]
 
 @dataclass(slots=True, eq=False)
 class DashboardSubscription(Subscription):
-    """A `dashboard` subscriber. `sent` is the figures it holds (shared by the members
-    that got the same frames); None: a snapshot is due."""
+    """A `dashboard` subscriber, in the bucket of those that hold the same figures."""
 
     plan: DashboardPlan | None = None
-    sent: dict[str, Any] | None = None
+    bucket: _Bucket | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Bucket:
+    """Subscribers of one group that hold the same figures (`sent`; None: a snapshot is
+    due), by wire encoding: one frame per encoding serves them all."""
+
+    sent: dict[str, Any] | None
+    members: dict[Encoding, dict[DashboardSubscription, None]] = field(default_factory=dict)
+
+    def add(self, sub: DashboardSubscription) -> None:
+        self.members.setdefault(sub.sink.encoding, {})[sub] = None
+        sub.bucket = self
 
 
 @dataclass(slots=True, eq=False)
@@ -116,8 +128,13 @@ AggregatesMessage = list[Change] | DashboardJoin | DashboardLeave | Refresh
 
 @dataclass(slots=True, eq=False)
 class _Group:
+    """The subscribers of one plan. `figures`: the plan's figures as last rendered (a
+    flush re-renders only those of the families that moved)."""
+
     plan: DashboardPlan
-    members: list[DashboardSubscription] = field(default_factory=list)
+    buckets: list[_Bucket] = field(default_factory=list)
+    size: int = 0
+    figures: dict[str, Any] | None = None
     time_dependent: bool = False
 
 
@@ -207,8 +224,9 @@ class AggregatesActor(Actor[AggregatesMessage]):
         self.loaded = True
         self.recomputes += 1
         for group in self.groups.values():
-            for sub in group.members:
-                sub.sent = None
+            group.figures = None
+            for bucket in group.buckets:
+                bucket.sent = None
         self._snapshots_due = bool(self.groups)
         self._wake.set()
         self._position_lot.unpark_all()
@@ -276,7 +294,7 @@ class AggregatesActor(Actor[AggregatesMessage]):
                                        {name: figures[name] for name in moved})
                        if moved else None)
         sub = DashboardSubscription(sink, DASHBOARD_TOPIC, EVERYTHING,
-                                    last_position=state.position, plan=plan, sent=figures)
+                                    last_position=state.position, plan=plan)
         if message is not None and not sink.offer(_frame(message, sink.encoding)):
             sub.active = False
             self.lagged_total += 1
@@ -288,20 +306,39 @@ class AggregatesActor(Actor[AggregatesMessage]):
         if group is None:
             group = self.groups[plan.key] = _Group(
                 plan, time_dependent=not TIME_DEPENDENT.isdisjoint(plan.names))
-        group.members.append(sub)
+        bucket = _Bucket(figures)
+        bucket.add(sub)
+        group.buckets.append(bucket)
+        group.size += 1
         self.subscribers += 1
         return sub
 
     def _drop(self, sub: DashboardSubscription) -> None:
         sub.active = False
+        bucket, sub.bucket = sub.bucket, None
         assert sub.plan is not None
         group = self.groups.get(sub.plan.key)
-        if group is None or sub not in group.members:
+        if bucket is None or group is None:
             return
-        group.members.remove(sub)
+        members = bucket.members.get(sub.sink.encoding)
+        if members is None or sub not in members:
+            return
+        del members[sub]
+        group.size -= 1
         self.subscribers -= 1
-        if not group.members:
+        if not group.size:
             del self.groups[sub.plan.key]
+
+    def _drop_dropped(self, sub: DashboardSubscription) -> None:
+        """A subscriber a flush left out of the new bucket: count it out."""
+        sub.active = False
+        assert sub.plan is not None
+        group = self.groups.get(sub.plan.key)
+        if group is not None:
+            group.size -= 1
+            self.subscribers -= 1
+            if not group.size:
+                del self.groups[sub.plan.key]
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -346,48 +383,57 @@ class AggregatesActor(Actor[AggregatesMessage]):
             if not (snapshots or (rolled and group.time_dependent)
                     or not group.plan.families.isdisjoint(dirty)):
                 continue
-            offered += self._publish(group, dropped)
+            offered += self._publish(group, dirty, rolled, dropped)
         for sub in dropped:
-            self._drop(sub)
+            sub.bucket = None  # not in the group's buckets any more
+            self._drop_dropped(sub)
             self.lagged_total += 1
             sub.sink.lagged(sub)
         self.frames_out += offered
         return offered
 
-    def _publish(self, group: _Group, dropped: list[DashboardSubscription]) -> int:
-        state, plan = self.state, group.plan
+    def _publish(self, group: _Group, dirty: set[str], rolled: bool,
+                 dropped: list[DashboardSubscription]) -> int:
+        state, plan, position = self.state, group.plan, self.state.position
         today = self._today.isoformat()
-        figures = render(state, plan, self._today)
-        buckets: dict[int, list[DashboardSubscription]] = {}
-        for sub in group.members:
-            if sub.active:
-                buckets.setdefault(id(sub.sent), []).append(sub)
+        if group.figures is None:
+            figures = render(state, plan, self._today)
+        else:  # only the figures of what moved are rendered again
+            again = [name for name in plan.names if AGGREGATE_FAMILY[name] in dirty
+                     or rolled and name in TIME_DEPENDENT]
+            figures = {**group.figures, **render(state, plan, self._today, again)}
+        group.figures = figures
+        current = _Bucket(figures)
         offered = 0
-        for members in buckets.values():
-            sent = members[0].sent
+        for bucket in group.buckets:
+            sent = bucket.sent
             message: ServerMessage
             if sent is None:
-                message = DashboardSnapshot(state.position, today, plan.window, figures)
+                message = DashboardSnapshot(position, today, plan.window, figures)
             else:
                 moved = {name: value for name, value in figures.items()
-                         if sent.get(name) != value}
-                if not moved:
-                    for sub in members:
-                        sub.sent = figures  # the same figures: one bucket from now on
+                         if value is not sent.get(name) and value != sent.get(name)}
+                if not moved:  # the same figures: one bucket from now on
+                    for members in bucket.members.values():
+                        for sub in members:
+                            if sub.active:
+                                current.add(sub)
                     continue
-                message = DashboardUpdate(state.position, today, moved)
-            frames: dict[Encoding, bytes] = {}
-            for sub in members:
-                encoding = sub.sink.encoding
-                frame = frames.get(encoding)
-                if frame is None:
-                    frame = frames[encoding] = _frame(message, encoding)
-                if sub.sink.offer(frame):
-                    sub.sent = figures
-                    sub.last_position = state.position
-                    offered += 1
-                else:
-                    dropped.append(sub)
+                message = DashboardUpdate(position, today, moved)
+            for encoding, members in bucket.members.items():
+                frame = _frame(message, encoding)
+                keep = current.members.setdefault(encoding, {})
+                for sub in members:
+                    if not sub.active:
+                        continue  # left; its DashboardLeave is on the way
+                    if sub.sink.offer(frame):
+                        keep[sub] = None
+                        sub.bucket = current
+                        sub.last_position = position
+                        offered += 1
+                    else:
+                        dropped.append(sub)
+        group.buckets = [current]
         return offered
 
     def describe(self) -> dict[str, Any]:

@@ -211,6 +211,8 @@ class AggregateState:
     cells: dict[str, dict[Key, Cell]] = field(
         default_factory=lambda: {family: {} for family in FAMILY_TOPIC})
     dirty: set[str] = field(default_factory=set)  # families moved since `take_dirty`
+    # which cell keys each (family, filter) lets through, as far as rendering has asked
+    seen: dict[tuple[str, RowFilter], dict[Key, bool]] = field(default_factory=dict)
 
     def apply(self, table: str, op: str, new_row: Mapping[str, Any] | None,
               old_row: Mapping[str, Any] | None, changed: Mapping[str, Any] | None,
@@ -259,7 +261,24 @@ class AggregateState:
                 if not (family == "approvals" and key[2] < first):
                     self.floor = max(self.floor, cell[3])
         self.approvals_from = max(self.approvals_from, first)
+        self.seen.clear()
         return dropped
+
+    def visible_cells(self, family: str, row_filter: RowFilter) -> list[tuple[Key, Cell]]:
+        """The cells of `family` that count something and that the filter lets through."""
+        cells = self.cells[family]
+        if not row_filter.groups:
+            return [(key, cell) for key, cell in cells.items() if cell[0]]
+        memo = self.seen.setdefault((family, row_filter), {})
+        out: list[tuple[Key, Cell]] = []
+        for key, cell in cells.items():
+            if cell[0]:
+                seen = memo.get(key)
+                if seen is None:
+                    seen = memo[key] = _visible(family, key, row_filter)
+                if seen:
+                    out.append((key, cell))
+        return out
 
     def changed_since(self, family: str, row_filter: RowFilter, since: int) -> bool:
         """Did a cell of `family` that the filter lets through move after `since`?"""
@@ -394,11 +413,8 @@ def render(state: AggregateState, plan: DashboardPlan, today: date,
     """The figures of `plan` (or of `only` among them) from the cells, as of `today`."""
     names = plan.names if only is None else tuple(n for n in plan.names if n in set(only))
     families = {AGGREGATE_FAMILY[n] for n in names}
-    visible: dict[str, list[tuple[Key, Cell]]] = {}
-    for family in families:
-        row_filter = plan.scope.filters[family]
-        visible[family] = [(k, c) for k, c in state.cells[family].items()
-                           if c[0] and _visible(family, k, row_filter)]
+    visible = {family: state.visible_cells(family, plan.scope.filters[family])
+               for family in families}
     first = window_start(today, plan.days).isoformat()
     last = today.isoformat()
     out: dict[str, Any] = {}

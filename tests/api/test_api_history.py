@@ -5,8 +5,6 @@ removed by retention are reported, not silently missing."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.api.api_support import ADMIN, APPROVER, BUYER, OTHER_REQUESTER, REQUESTER, Api
