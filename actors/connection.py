@@ -16,6 +16,9 @@ subscription, and accepts offers again. The client resubscribes with
 `since: {topic: offset}` and loses nothing. A client that does not drain in time is
 closed with 4301 slow_consumer. The server never holds more than the outbox bound. Once
 the connection is closing, control messages are dropped: nothing more is said.
+
+The `dashboard` topic is served by the aggregates actor (actors/aggregates.py), not by a
+`Topic`: its subscription is kept with the others and ends the same ways (`_leave`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ from typing import Any
 import psycopg
 import trio
 
+from sinal.actors.aggregates import join_dashboard
 from sinal.actors.hub import Hub
 from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
 from sinal.domain.access import AccessError, RowFilter, subscription_filter
+from sinal.domain.aggregates import DashboardPlan, dashboard_plan
 from sinal.domain.audit import AuditEvent
-from sinal.domain.catalogue import LOG_TOPICS, METRICS_TOPIC, NOTIFICATION_TOPIC
+from sinal.domain.catalogue import (
+    DASHBOARD_TOPIC,
+    LOG_TOPICS,
+    METRICS_TOPIC,
+    NOTIFICATION_TOPIC,
+)
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
 from sinal.domain.principals import AuthError, Principal
 from sinal.domain.tokens import Claims, TokenError
@@ -90,9 +100,9 @@ class Recheck:
 
 
 Control = Lagged | SilenceTimeout | Expired | Recheck
-# Room for one Lagged per topic plus the timers and rechecks: a topic reports a
-# subscription at most once; the others are coalesced (see `_post`).
-CONTROL_INBOX = len(LOG_TOPICS) + 8
+# Room for one Lagged per topic (and the dashboard) plus the timers and rechecks: a topic
+# reports a subscription at most once; the others are coalesced (see `_post`).
+CONTROL_INBOX = len(LOG_TOPICS) + 1 + 8
 
 
 class ConnectionActor(Actor[Control]):
@@ -351,7 +361,18 @@ class ConnectionActor(Actor[Control]):
     async def _on_subscribe(self, message: Subscribe) -> None:
         assert self.principal is not None
         filters: dict[str, RowFilter] = {}
+        plan: DashboardPlan | None = None
         for topic in message.events:
+            if topic == DASHBOARD_TOPIC:
+                try:
+                    if self.hub.dashboard is None:
+                        raise AccessError("unknown_topic", "this node serves no dashboard")
+                    plan = dashboard_plan(self.principal, message.filters)
+                except AccessError as exc:
+                    self._audit("subscribe_refused", code=exc.code, topic=topic)
+                    self._fail(ErrorCode(exc.code), exc.message, message.ref)
+                    return
+                continue
             if topic == METRICS_TOPIC:
                 if self.principal.role != "admin":
                     self._audit("subscribe_refused", code="forbidden", topic=topic)
@@ -369,11 +390,36 @@ class ConnectionActor(Actor[Control]):
         if METRICS_TOPIC in message.events:
             self.hub.metrics_sinks.add(self)
             offsets[METRICS_TOPIC] = 0
+        if plan is not None and self.hub.dashboard is not None:
+            offsets[DASHBOARD_TOPIC] = self.hub.dashboard.position
         if not self._send(Subscribed(events=tuple(message.events), offsets=offsets,
                                      ref=message.ref)):
             return
         for topic, row_filter in filters.items():
             await self._subscribe_topic(topic, row_filter, since.get(topic))
+        if plan is not None:
+            await self._subscribe_dashboard(plan, since.get(DASHBOARD_TOPIC))
+
+    async def _subscribe_dashboard(self, plan: DashboardPlan, since: int | None) -> None:
+        dashboard = self.hub.dashboard
+        assert dashboard is not None
+        old = self.subscriptions.pop(DASHBOARD_TOPIC, None)
+        if old is not None:
+            dashboard.leave(old)
+        result = await join_dashboard(dashboard, self, plan, since, self.hub.db)
+        if isinstance(result, Resync):
+            self._send(result)
+            return
+        self.subscriptions[DASHBOARD_TOPIC] = result
+        if not result.active:  # lagged before we recorded it: its notice was dropped
+            self.lagged(result)
+
+    def _leave(self, name: str, sub: Subscription) -> None:
+        if name == DASHBOARD_TOPIC:
+            if self.hub.dashboard is not None:
+                self.hub.dashboard.leave(sub)
+        else:
+            self.hub.topics[name].leave(sub)
 
     async def _subscribe_topic(self, name: str, row_filter: RowFilter | None,
                                since: int | None) -> None:
@@ -445,14 +491,14 @@ class ConnectionActor(Actor[Control]):
         for topic in message.events:
             sub = self.subscriptions.pop(topic, None)
             if sub is not None:
-                self.hub.topics[topic].leave(sub)
+                self._leave(topic, sub)
             if topic == METRICS_TOPIC:
                 self.hub.metrics_sinks.discard(self)
         self._send(Unsubscribed(events=tuple(message.events), ref=message.ref))
 
     def _end_subscriptions(self) -> None:
         for name, sub in self.subscriptions.items():
-            self.hub.topics[name].leave(sub)
+            self._leave(name, sub)
         self.subscriptions.clear()
         self.hub.metrics_sinks.discard(self)
 
@@ -530,7 +576,7 @@ class ConnectionActor(Actor[Control]):
             if name == NOTIFICATION_TOPIC:
                 continue  # one's own notifications stay
             del self.subscriptions[name]
-            self.hub.topics[name].leave(sub)
+            self._leave(name, sub)
             self._send(Resync(topic=name, offset=sub.last_position,
                               reason="permissions_changed"))
         return True

@@ -6,6 +6,8 @@ limiter, the node's actor registry, the presence writer, the audit log, the hear
 scheduler, the user -> live connections index (for notifications and revocations), the
 pre-login accounting (sockets that have not logged in have a quota of their own, so they
 can never take logged-in users' slots) and counters.
+The aggregates actor that serves the `dashboard` topic is here too (`Hub.dashboard`), for
+the connections that subscribe to it.
 It runs no task of its own: the actors that use it are started under the node's
 supervisor tree.
 """
@@ -28,6 +30,7 @@ from sinal.domain.ratelimit import RateLimiter
 from sinal.engine.registry import Registry
 
 if TYPE_CHECKING:
+    from sinal.actors.aggregates import AggregatesActor
     from sinal.actors.connection import ConnectionActor
 
 
@@ -35,8 +38,8 @@ class Hub:
     def __init__(self, settings: RealtimeSettings, db: Database, node_id: str,
                  authenticator: Authenticator, topics: Mapping[str, Topic], *,
                  registry: Registry, presence: PresenceWriter | None = None,
-                 rate_limiter: RateLimiter | None = None, audit: AuditLog | None = None
-                 ) -> None:
+                 rate_limiter: RateLimiter | None = None, audit: AuditLog | None = None,
+                 dashboard: AggregatesActor | None = None) -> None:
         self.settings = settings
         self.db = db
         self.node_id = node_id
@@ -45,6 +48,7 @@ class Hub:
         self.registry = registry
         self.presence = presence
         self.audit = audit
+        self.dashboard = dashboard
         self.rate_limiter = rate_limiter or RateLimiter(settings.rate_limit_per_minute,
                                                         clock=trio.current_time)
         self.heartbeats = HeartbeatScheduler(settings.heartbeat_interval,

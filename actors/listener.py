@@ -4,8 +4,8 @@ It LISTENs on `sinal_changes` (writers' triggers) and `sinal_positions` (the seq
 any node). On every wake-up, and on a poll tick when nothing wakes it, it runs the
 sequencer and reads the change log after its last position (the reader rule of
 sql/003_change_capture.sql), then sends each topic its part of the batch and the
-actors that follow every change (the notification producer, the session guard), through
-their inboxes (found by name in the node's
+actors that follow every change (the notification producer, the session guard, the
+aggregates behind the dashboard), through their inboxes (found by name in the node's
 registry when the listener starts). Its own inbox takes `CatchUpNow`: read the log now.
 
 Waiting is Trio-native (docs/architecture.md, "Trio-native LISTEN"): a sync psycopg
@@ -64,7 +64,7 @@ class DatabaseListener(Actor[CatchUpNow]):
         self.db = db
         self.topic_names = tuple(topics)
         self.changes_to = tuple(changes_to)  # actors that get every change (notifications,
-        # the session guard), by registered name
+        # the session guard, the aggregates), by registered name
         self.poll_interval = poll_interval
         self.position = start_position if start_position is not None else -1
         self.head_seen = 0  # the sequencer's head at the last read

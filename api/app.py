@@ -38,7 +38,9 @@ from werkzeug.exceptions import HTTPException
 
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
+from sinal.api.dashboard_routes import register_dashboard
 from sinal.api.fast_reads import FastReads
+from sinal.api.history_routes import register_history
 from sinal.api.http_rules import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
@@ -207,5 +209,7 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_preferences(api)
     register_ops(api)
     register_pages(api)
+    register_dashboard(api)
+    register_history(api)
     app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
     return app

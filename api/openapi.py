@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sinal.api.dashboard_routes import OPENAPI_PATHS as DASHBOARD_PATHS
+from sinal.api.history_routes import OPENAPI_PATHS as HISTORY_PATHS
 from sinal.api.preferences import PREFERENCES
 from sinal.api.problems import CODES
 from sinal.api.reads import DEFAULT_LIMIT, MAX_LIMIT
@@ -241,6 +243,7 @@ def openapi_document() -> dict[str, Any]:
                              content_type="text/plain")
     paths["/openapi.json"] = _ops("this document", any_object)
     paths["/"] = _ops("the node's name and endpoints", any_object)
+    paths.update({**DASHBOARD_PATHS, **HISTORY_PATHS})
 
     return {
         "openapi": "3.1.0",

@@ -22,6 +22,8 @@ CODES: dict[str, str] = {
     "invalid_parameter": "400: a query parameter is malformed (the detail names it)",
     "invalid_cursor": "400: the pagination cursor was not made by this API",
     "unknown_field": "400: ?fields= names a field the resource does not have",
+    "invalid_filter": "400: /api/dashboard names an unknown figure or window (the valid "
+                      "names are in `aggregates` and `windows`)",
     "auth_required": "401: no bearer token",
     "auth_failed": "401: the token is forged, malformed, or its user unknown or inactive",
     "token_expired": "401: the token has expired",

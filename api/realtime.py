@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from prometheus_client.registry import Collector
 
+from sinal.domain.aggregates import DashboardSource
+
 
 class TopicPositions(Protocol):
     def topic_version(self, topic: str) -> int:
@@ -64,6 +66,10 @@ class RealtimeView(TopicPositions, Protocol):
 
     def websocket_url(self) -> str:
         """Where the node's WebSocket endpoint listens ("" until it does)."""
+        ...
+
+    def dashboard(self) -> DashboardSource:
+        """The dashboard's figures as the aggregates actor keeps them (read-only)."""
         ...
 
     def status_tree(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     python -m bench fanout --clients 1000  # one part, one N
     python -m bench connections --connections 5000
     python -m bench rest scenario --no-pin
+    python -m bench aggregates --dashboard-subscribers 1000
 
 Every part uses one throw-away database (`sinal_bench_<stamp>_<pid>`, created on the
 PostgreSQL at --database-url and dropped at the end) and servers on 127.0.0.1 free ports,
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.aggregates import AggregatesOptions, run_aggregates
 from bench.connections import ConnectionsOptions, run_connections
 from bench.fanout import FanoutOptions, run_fanout
 from bench.harness import (
@@ -37,9 +39,10 @@ from bench.report import write
 from bench.rest import RestOptions, run_rest
 from bench.scenario import ScenarioOptions, run_scenario
 
-PARTS = ("fanout", "connections", "rest", "scenario")
+PARTS = ("fanout", "connections", "rest", "scenario", "aggregates")
 # rough seconds each part needs on 2 cores with the default options (for --budget)
-ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0}
+ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0,
+             "aggregates": 40.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measure REST on this running server instead of a fresh node")
     parser.add_argument("--time-scale", type=float, default=1 / 8,
                         help="scenario durations and think times x this")
+    parser.add_argument("--dashboard-subscribers", type=int, default=1000,
+                        help="dashboard subscribers of the aggregates part")
+    parser.add_argument("--aggregate-changes", type=int, default=20_000,
+                        help="changes the aggregates part applies")
     parser.add_argument("--quick", action="store_true",
                         help="small run to try the bench (N 100,1000; 2,000 connections; "
                              "scenario x 1/16)")
@@ -92,6 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.wrk_seconds = min(args.wrk_seconds, 3.0)
         args.paced_seconds = min(args.paced_seconds, 3.0)
         args.burst_deliveries = min(args.burst_deliveries, 300_000)
+        args.aggregate_changes = min(args.aggregate_changes, 5_000)
     return args
 
 
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             profile=not args.no_profile), log),
         "scenario": lambda db, wd: run_scenario(db, wd, ScenarioOptions(
             time_scale=args.time_scale, pin=pin), log),
+        "aggregates": lambda db, wd: run_aggregates(AggregatesOptions(
+            changes=args.aggregate_changes, subscribers=args.dashboard_subscribers), log),
     }
     log(f"machine: {results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}; "
         f"{results['cpuPlan']}; parts: {', '.join(args.parts)}")

@@ -304,6 +304,31 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   f"{scen.get('peakConnections', 0):,} concurrent connections; error rate "
                   f"{_fmt(scen.get('errorRate'), 5)}; cache hit rate "
                   f"{_fmt(scen.get('cacheHitRate'), 3)}.", ""]
+    agg = results.get("aggregates")
+    if agg and "aggregatesUsPerChange" in agg:
+        lines += ["## Aggregates (the dashboard)", "",
+                  f"In one process, no socket, no database: {agg['changes']:,} changes of a "
+                  f"workflow mix ({agg['requestChanges']:,} of purchase requests) in batches "
+                  f"of {agg['options']['batch']}; the aggregates actor applies every change and, "
+                  f"with subscribers, flushes after every batch (the node flushes at most every "
+                  f"250 ms) to {agg['options']['subscribers']:,} dashboard subscribers in "
+                  f"{agg['scopes']} scopes. Baseline: the topic fan-out of the purchase-request "
+                  f"changes to {agg['options']['subscribers']:,} subscribers, in the same run.",
+                  ""]
+        lines += _table(["work", "us per change", "/ fan-out baseline"], [
+            ["fan-out baseline", _fmt(agg["fanoutBaselineUsPerChange"], 2), "1.00"],
+            ["aggregates, 0 subscribers", _fmt(agg["aggregatesUsPerChange"], 2),
+             _fmt(agg["ratioAloneToFanout"], 2)],
+            [f"aggregates, {agg['options']['subscribers']:,} subscribers, a flush per batch",
+             _fmt(agg["aggregatesWithSubscribersUsPerChange"], 2),
+             _fmt(agg["ratioWithSubscribersToFanout"], 2)],
+            [f"aggregates, {agg['options']['subscribers']:,} subscribers, a flush per "
+             f"{agg['options']['paced_flush']} changes",
+             _fmt(agg.get("aggregatesPacedUsPerChange"), 2),
+             _fmt(agg.get("ratioPacedToFanout"), 2)]])
+        lines += [f"(Microseconds per change of the log; the baseline is "
+                  f"{_fmt(agg.get('fanoutUsPerTopicChange'), 2)} us per purchase-request "
+                  "change it fanned out.)", ""]
     notes = results.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -152,3 +152,25 @@ def test_targets_and_markdown() -> None:
     text = markdown(results, [])
     assert "| sinal | 1,000 | burst |" in text
     assert ratios(runs)[0]["framesPerSecondRatio"] == 3.0
+
+
+def test_aggregates_part_reports_costs_per_change_and_ratios() -> None:
+    import trio
+
+    from bench.aggregates import AggregatesOptions, _measure, workflow_changes
+
+    changes = workflow_changes(500, 3)
+    assert [c.position for c in changes] == list(range(1, 501))
+    assert {c.table for c in changes} >= {"purchase_requests", "approvals", "quotations",
+                                          "purchase_orders"}
+    result = trio.run(_measure, AggregatesOptions(changes=400, subscribers=16, repeats=1))
+    assert result["changes"] == 400 and result["batches"] == 20
+    assert result["dashboardFrames"] > 0 and result["fanoutBaselineUsPerChange"] > 0
+    assert result["ratioAloneToFanout"] > 0 and result["ratioWithSubscribersToFanout"] > 0
+    text = markdown({"stamp": "x", "startedAt": "now", "cpuPlan": "-", "seconds": 1.0,
+                     "machine": {"cpus": 2, "cpuModel": "cpu", "memoryMb": 1, "python": "3",
+                                 "loadAverage": [0], "node": "-", "postgres": "-",
+                                 "wrk": None},
+                     "aggregates": result}, [])
+    assert "## Aggregates (the dashboard)" in text
+    assert "aggregates, 16 subscribers, a flush per batch" in text

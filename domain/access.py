@@ -28,6 +28,13 @@ Permissions (the seed's security rules, made precise):
 | user_changed, department_changed | - | - | - | all |
 | metrics | - | - | - | all |
 | notifications | own | own | own | own |
+| dashboard | own dept's figures | level N's figures | the figures of what it sees | all |
+
+The dashboard's figures (domain/aggregates.py) are scoped with the same rules: each
+aggregate counts the rows of one table, and a caller gets it only when it may read that
+table's topic, counted over the rows its filter lets through (`readable_filters`). The
+filter is applied to the aggregate's group key (status, department, level, ...), which
+does not hold the requester: a requester's figures are their department's.
 
 Client filters arrive validated by the protocol (`sinal.protocol.fields.filters`: the one
 validator, with the limits docs/protocol.md documents); here they are only compiled.
@@ -44,7 +51,7 @@ from typing import Any, cast
 
 from psycopg import sql
 
-from sinal.domain.catalogue import ALL_TOPICS, NOTIFICATION_TOPIC
+from sinal.domain.catalogue import ALL_TOPICS, DASHBOARD_TOPIC, NOTIFICATION_TOPIC
 from sinal.domain.principals import Principal
 
 Scalar = str | int | float | bool | None
@@ -165,6 +172,8 @@ def permission_filter(principal: Principal, topic: str) -> RowFilter:
     role = principal.role
     if topic == NOTIFICATION_TOPIC:
         return RowFilter(((_clause(user_id=principal.user_id, push=True),),))
+    if topic == DASHBOARD_TOPIC:
+        return EVERYTHING  # every role; each figure is scoped by `readable_filters`
     if role == "admin":
         return EVERYTHING
     denied = AccessError("forbidden", f"role {role} may not subscribe to {topic}")
@@ -186,6 +195,18 @@ def permission_filter(principal: Principal, topic: str) -> RowFilter:
             and role == "buyer":
         return EVERYTHING
     raise denied
+
+
+def readable_filters(principal: Principal, topics: tuple[str, ...]) -> dict[str, RowFilter]:
+    """The permission filter of each of `topics` this user may read (the others are left
+    out): what the dashboard counts for them."""
+    out: dict[str, RowFilter] = {}
+    for topic in topics:
+        try:
+            out[topic] = permission_filter(principal, topic)
+        except AccessError:
+            continue
+    return out
 
 
 def client_filter(filters: Mapping[str, Any] | None) -> RowFilter:

@@ -1,6 +1,7 @@
 """The topic catalogue: every topic Sinal publishes, once.
 
-A topic is the stream of changes of one table (or, for `metrics`, of the node's numbers).
+A topic is the stream of changes of one table (or, for `metrics`, of the node's numbers;
+for `dashboard`, of counters kept from the change log by domain/aggregates.py).
 Everything that names topics, tables or REST resources derives from `CATALOGUE`: the
 capture triggers are checked against it table by table (tests/test_schema.py), the
 permission rules (domain/access.py) and the REST resources and routes (api/) read it.
@@ -16,6 +17,7 @@ permission rules (domain/access.py) and the REST resources and routes (api/) rea
 | department_changed | departments | - |
 | notifications | notifications | - (delivered to their user on every socket) |
 | metrics | - (the node's numbers) | - |
+| dashboard | - (aggregates of the four workflow tables) | /api/dashboard |
 """
 
 from __future__ import annotations
@@ -51,14 +53,15 @@ class Resource:
 
 NOTIFICATION_TOPIC = "notifications"
 METRICS_TOPIC = "metrics"
+DASHBOARD_TOPIC = "dashboard"
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec("purchase_request_changed", "purchase_requests", "purchase-requests", (
         "id", "title", "description", "requester_id", "department_id", "amount", "currency",
-        "items", "status", "needed_by", "created_at", "updated_at")),
+        "items", "status", "needed_by", "created_at", "updated_at", "status_changed_at")),
     TopicSpec("approval_changed", "approvals", "approvals", (
         "id", "purchase_request_id", "level", "approver_id", "verdict", "comment",
-        "decided_at", "created_at", "updated_at")),
+        "decided_at", "created_at", "updated_at", "waiting_since")),
     TopicSpec("quotation_changed", "quotations", "quotations", (
         "id", "purchase_request_id", "supplier_id", "amount", "currency", "delivery_days",
         "status", "valid_until", "notes", "created_at", "updated_at")),
@@ -75,6 +78,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "id", "name", "created_at", "updated_at")),
     TopicSpec(NOTIFICATION_TOPIC, "notifications"),
     TopicSpec(METRICS_TOPIC, None),
+    TopicSpec(DASHBOARD_TOPIC, None),
 )
 
 BY_TOPIC: dict[str, TopicSpec] = {spec.topic: spec for spec in CATALOGUE}

@@ -2,8 +2,11 @@
 
 Used by the REST write endpoints and by `sinal simulate`. Functions take a psycopg
 connection (autocommit off or on: each opens its own transaction block) and the acting
-user (`who`, a Principal). They raise `WorkflowError` with an HTTP-ish status: 403 wrong
-role, 404 unknown row, 409 invalid transition, 422 bad value.
+user (`who`, a Principal), whom each transaction names first (`act_as`: SET LOCAL
+sinal.actor), so the capture trigger records who made every change it logs
+(sql/007_actors_and_waits.sql; the request history shows it). They raise
+`WorkflowError` with an HTTP-ish status: 403 wrong role, 404 unknown row, 409 invalid
+transition, 422 bad value.
 
     draft --submit--> pending_a1 --a1--> pending_a2 --a2--> pending_a3 --a3--> approved
     pending_aN --reject--> rejected
@@ -61,6 +64,15 @@ def _lock_request(conn: psycopg.Connection[Any], request_id: str) -> dict[str, A
     return row
 
 
+SYSTEM_ACTOR = "system:"  # prefix of the actors that are Sinal itself, not a user
+
+
+def act_as(conn: psycopg.Connection[Any], actor: str) -> None:
+    """Name the acting user (or `system:<part>`) for the changes of this transaction:
+    `SET LOCAL sinal.actor`, which ends with the transaction."""
+    conn.execute("SELECT set_config('sinal.actor', %s, true)", (actor,))
+
+
 def _audit(conn: psycopg.Connection[Any], table: str, record: str, action: str,
            who: Principal, details: dict[str, Any]) -> None:
     conn.execute(
@@ -93,6 +105,7 @@ def create_request(conn: psycopg.Connection[Any], who: Principal, *, title: str,
     if department is None:
         raise WorkflowError(422, "invalid_department", "department_id is required")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        act_as(conn, who.user_id)
         try:
             row = cur.execute(
                 "INSERT INTO purchase_requests (title, description, requester_id, department_id,"
@@ -113,6 +126,7 @@ def _requester_step(conn: psycopg.Connection[Any], who: Principal, request_id: s
                     allowed_from: tuple[str, ...], to: str, action: str) -> dict[str, Any]:
     """A step only the request's requester (or an admin) may take: submit, cancel."""
     with conn.transaction():
+        act_as(conn, who.user_id)
         req = _lock_request(conn, request_id)
         if str(req["requester_id"]) != who.user_id and who.role != "admin":
             raise WorkflowError(403, "forbidden",
@@ -139,6 +153,7 @@ def decide(conn: psycopg.Connection[Any], who: Principal, request_id: str, verdi
     if who.role not in ("approver_a1", "approver_a2", "approver_a3", "admin"):
         raise WorkflowError(403, "forbidden", f"role {who.role} cannot approve")
     with conn.transaction():
+        act_as(conn, who.user_id)
         req = _lock_request(conn, request_id)
         status = req["status"]
         if status not in PENDING:
@@ -173,6 +188,7 @@ def add_quotation(conn: psycopg.Connection[Any], who: Principal, request_id: str
                                       or not 0 <= delivery_days <= 3650):
         raise WorkflowError(422, "invalid_delivery_days", "delivery_days must be 0-3650")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        act_as(conn, who.user_id)
         req = _lock_request(conn, request_id)
         if req["status"] not in ("approved", "quoting"):
             raise WorkflowError(409, "invalid_transition",
@@ -198,6 +214,7 @@ def issue_order(conn: psycopg.Connection[Any], who: Principal, request_id: str,
     if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers issue orders")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        act_as(conn, who.user_id)
         req = _lock_request(conn, request_id)
         if req["status"] != "quoting":
             raise WorkflowError(409, "invalid_transition",
@@ -250,6 +267,7 @@ def mark_delivered(conn: psycopg.Connection[Any], who: Principal, order_id: str
     if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers record deliveries")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        act_as(conn, who.user_id)
         order = _lock_order(conn, order_id)
         if order["delivery_status"] == "delivered" or order["status"] == "cancelled":
             raise WorkflowError(409, "invalid_transition",
@@ -270,6 +288,7 @@ def mark_in_transit(conn: psycopg.Connection[Any], who: Principal, order_id: str
     if who.role not in ("buyer", "admin"):
         raise WorkflowError(403, "forbidden", "only buyers update deliveries")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        act_as(conn, who.user_id)
         order = _lock_order(conn, order_id)
         if order["delivery_status"] not in ("pending", "late"):
             raise WorkflowError(409, "invalid_transition",
@@ -292,6 +311,7 @@ def cancel_request(conn: psycopg.Connection[Any], who: Principal, request_id: st
 def mark_late_deliveries(conn: psycopg.Connection[Any]) -> int:
     """Orders past their expected date and not delivered become 'late' (alerts follow)."""
     with conn.transaction():
+        act_as(conn, SYSTEM_ACTOR + "delivery_watch")
         cur = conn.execute(
             "UPDATE purchase_orders SET delivery_status = 'late' WHERE delivery_status IN "
             "('pending', 'in_transit') AND expected_delivery_date < current_date"

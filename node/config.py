@@ -150,6 +150,9 @@ SETTINGS: tuple[Setting, ...] = (
             "ms between performance_metrics rows and alert checks"),
     Setting("PERFORMANCE_ALERT_THRESHOLD_MS", "1000", _MS, "latency alert threshold, ms"),
     Setting("ENABLE_PERFORMANCE_MONITORING", "true", _parse_bool, "run the metrics service"),
+    Setting("DASHBOARD_UPDATE_INTERVAL_MS", "250", _int_parser(1, 3_600_000, " of milliseconds"),
+            "least ms between two `dashboard` updates to a subscriber (they carry only the "
+            "figures that changed)"),
     # --- seed 7.1: Redis (used only when REDIS_URL is empty and one of them is set)
     Setting("REDIS_HOST", "localhost", _host, "Redis host"),
     Setting("REDIS_PORT", "6379", _int_parser(1, 65535), "Redis port"),
@@ -261,6 +264,7 @@ class Config:
     metrics_collection_interval: int = 60000
     performance_alert_threshold_ms: int = 1000
     enable_performance_monitoring: bool = True
+    dashboard_update_interval_ms: int = 250
     redis_host: str = "localhost"
     redis_port: int = 6379
     redis_password: str = ""

@@ -30,6 +30,7 @@ from sinal.actors.listener import CatchUpNow
 from sinal.api.http_rules import allowed_origins
 from sinal.api.settings import ApiSettings
 from sinal.api.stats import health_report, peak_memory_mb, resident_memory_mb
+from sinal.domain.aggregates import DashboardSource
 from sinal.node.config import Config
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class NodeRealtime:
     def status_tree(self) -> dict[str, Any]:
         return status_tree(self.node)
 
+    def dashboard(self) -> DashboardSource:
+        assert self.node.dashboard is not None, "the aggregates actor is built with the tree"
+        return self.node.dashboard
+
     def collectors(self) -> list[Collector]:
         return [_RealtimeCollector(self.node)]
 
@@ -124,7 +129,8 @@ def status_tree(node: Node) -> dict[str, Any]:
                if node.cluster else None)
     return {"node": node.node_id, "tree": tree, "cluster": cluster,
             "realtime": node.hub.describe() if node.hub else None,
-            "listener": node.listener.describe() if node.listener else None}
+            "listener": node.listener.describe() if node.listener else None,
+            "aggregates": node.aggregates.describe() if node.aggregates else None}
 
 
 def health_metrics(node: Node) -> dict[str, Any]:

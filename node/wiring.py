@@ -10,6 +10,7 @@
         │   ├── audit                 the security audit trail, batched
         │   ├── notification_producer notifications from every change
         │   ├── session_guard         revokes sessions when a user's grants change
+        │   ├── aggregates            the dashboard's figures, from every change
         │   ├── database_listener     LISTEN + sequencer + change-log reads
         │   ├── metrics_publisher
         │   ├── delivery_watch        orders past their expected date become late
@@ -35,12 +36,15 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import trio
 
+from sinal.actors.aggregates import AggregatesActor
 from sinal.actors.audit import AuditWriter
 from sinal.actors.cluster import ClusterPresence
 from sinal.actors.delivery_watch import DeliveryWatch
@@ -55,6 +59,7 @@ from sinal.actors.server import WebSocketServer, connection_pool
 from sinal.actors.sessions import SessionGuard
 from sinal.actors.topic import Topic
 from sinal.api.stats import RequestStats
+from sinal.domain.aggregates import DashboardSource, utc_now
 from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
@@ -190,6 +195,10 @@ class Node:
     cluster: ClusterPresence | None = None
     cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
+    clock: Callable[[], datetime] = utc_now  # the dashboard's day (tests inject theirs)
+    aggregates: AggregatesActor | None = None
+    # what the HTTP side reads of the aggregates (read-only; domain.aggregates)
+    dashboard: DashboardSource | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -239,13 +248,20 @@ class Node:
             render=render_notification, on_offered=mark_offered(presence))
         users = topics["user_changed"]
         self.authenticator = Authenticator(db, config.jwt_secret, lambda: users.version)
+        aggregates = self.aggregates = AggregatesActor(
+            db, interval=config.dashboard_update_interval_ms / 1000, clock=self.clock,
+            registry=registry)
+        self.dashboard = aggregates
         hub = self.hub = Hub(settings, db, self.node_id, self.authenticator, topics,
-                             registry=registry, presence=presence, audit=self.audit)
+                             registry=registry, presence=presence, audit=self.audit,
+                             dashboard=aggregates)
         producer = NotificationProducer(db, registry=registry)
         guard = SessionGuard(hub)
+        # every change the listener reads goes to these too (by registered name)
         self.listener = DatabaseListener(db, list(topics), registry=registry,
                                          poll_interval=self.listener_poll_interval,
-                                         changes_to=(producer.name, guard.name))
+                                         changes_to=(producer.name, guard.name,
+                                                     aggregates.name))
         self.delivery_watch = DeliveryWatch(db, self.delivery_check_interval,
                                             registry=registry)
         self.housekeeping = Housekeeping(db, config.sinal_retention_hours, registry=registry)
@@ -272,6 +288,7 @@ class Node:
                 ChildSpec.of(self.audit),
                 ChildSpec.of(producer),
                 ChildSpec.of(guard),
+                ChildSpec.of(aggregates),
                 ChildSpec.of(self.listener),
                 ChildSpec.of(MetricsPublisher(hub, self.gather_metrics, self.metrics_interval)),
                 ChildSpec.of(self.delivery_watch),

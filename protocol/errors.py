@@ -28,7 +28,8 @@ auth_failed               4102   closes        bad or forged token, unknown or i
 token_expired             4103   closes        the token's ``exp`` has passed
 forbidden                 4200   stays open    a topic this user may not subscribe to
 unknown_topic             4201   stays open    a topic the server does not have
-invalid_filter            4202   stays open    a filter that is not {column: scalar|[scalars]}
+invalid_filter            4202   stays open    a filter that is not {column: scalar|[scalars]},
+                                               or an unknown dashboard figure or window
 rate_limited              4300   stays open*   too many frames; *closed when it persists
 slow_consumer             4301   closes        the client does not read fast enough
 heartbeat_timeout         4302   closes        nothing received for connectionTimeout ms
@@ -175,7 +176,8 @@ ERRORS: Mapping[ErrorCode, ErrorSpec] = MappingProxyType(
                 ErrorCode.INVALID_FILTER,
                 4202,
                 False,
-                "the filters are not {column: scalar or [scalars]}",
+                "the filters are not {column: scalar or [scalars]}, or name an unknown "
+                "dashboard figure or window",
                 _FIX,
             ),
             _spec(

@@ -27,6 +27,8 @@ __all__ = [
     "WIRE_FIELDS",
     "ClientMessage",
     "Connect",
+    "DashboardSnapshot",
+    "DashboardUpdate",
     "DataUpdate",
     "Error",
     "FilterValue",
@@ -177,6 +179,27 @@ class Metrics(ServerMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardSnapshot(ServerMessage):
+    """Every figure of a ``dashboard`` subscription, exact at ``offset``: replaces the
+    client's copy. ``today`` is the UTC date the time-dependent figures were taken for."""
+
+    offset: int
+    today: str
+    window: str
+    aggregates: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardUpdate(ServerMessage):
+    """The figures that changed, each whole, exact at ``offset``: replace those in the
+    client's copy, keep the others."""
+
+    offset: int
+    today: str
+    aggregates: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
 class Error(ServerMessage):
     """An error report; ``code`` is one of ``protocol.errors.ErrorCode``."""
 
@@ -208,6 +231,8 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = MappingProxyType(
         "data_update": DataUpdate,
         "notification": Notification,
         "metrics": Metrics,
+        "dashboard_snapshot": DashboardSnapshot,
+        "dashboard_update": DashboardUpdate,
         "error": Error,
         "resync": Resync,
     }
@@ -247,6 +272,7 @@ _NAME = f.text(max_chars=256)
 _OFFSET = f.integer(minimum=0)
 _EPOCH_MS = f.integer(minimum=0)
 _TIMESTAMP_TEXT = f.text(max_chars=64)
+_DATE_TEXT = f.text(max_chars=10)
 
 WIRE_FIELDS: Mapping[type[Message], tuple[WireField, ...]] = MappingProxyType(
     {
@@ -300,6 +326,17 @@ WIRE_FIELDS: Mapping[type[Message], tuple[WireField, ...]] = MappingProxyType(
         Metrics: (
             _w("performance", "performance", f.any_map),
             _w("status", "status", f.any_map),
+        ),
+        DashboardSnapshot: (
+            _w("offset", "offset", _OFFSET),
+            _w("today", "today", _DATE_TEXT),
+            _w("window", "window", f.text(max_chars=16)),
+            _w("aggregates", "aggregates", f.any_map),
+        ),
+        DashboardUpdate: (
+            _w("offset", "offset", _OFFSET),
+            _w("today", "today", _DATE_TEXT),
+            _w("aggregates", "aggregates", f.any_map),
         ),
         Error: (
             _w("code", "code", _NAME),

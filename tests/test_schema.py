@@ -65,8 +65,11 @@ def test_trigger_logs_insert_update_delete_with_changed_fields(db_url: str) -> N
     assert insert.new_row is not None and insert.new_row["title"] == "Notebook"
     assert insert.row_id == str(req["id"])
     assert update.changed is not None and update.changed["status"] == "pending_a1"
-    assert update.old_row == {"status": "draft", "updated_at": update.old_row["updated_at"]}
-    assert set(update.changed) == {"status", "updated_at"}
+    # a status change also moves status_changed_at (sql/007_actors_and_waits.sql)
+    assert update.old_row == {"status": "draft", "updated_at": update.old_row["updated_at"],
+                              "status_changed_at": insert.new_row["status_changed_at"]}
+    assert set(update.changed) == {"status", "updated_at", "status_changed_at"}
+    assert update.changed["status_changed_at"] > insert.new_row["status_changed_at"]
     assert delete.new_row is None and delete.old_row is not None
     assert delete.old_row["status"] == "pending_a1"
     assert [c.position for c in changes] == sorted(c.position for c in changes)

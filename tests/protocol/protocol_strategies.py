@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from sinal.protocol import (
     Connect,
+    DashboardSnapshot,
+    DashboardUpdate,
     DataUpdate,
     Error,
     Heartbeat,
@@ -113,6 +115,10 @@ SERVER_MESSAGES: dict[type, st.SearchStrategy[Any]] = {
         sound=st.none() | st.booleans(),
     ),
     Metrics: st.builds(Metrics, performance=JSON_MAPS, status=JSON_MAPS),
+    DashboardSnapshot: st.builds(DashboardSnapshot, offset=OFFSETS, today=texts(1, 10),
+                                 window=texts(1, 16), aggregates=JSON_MAPS),
+    DashboardUpdate: st.builds(DashboardUpdate, offset=OFFSETS, today=texts(1, 10),
+                               aggregates=JSON_MAPS),
     Heartbeat: HEARTBEATS,
     Error: st.builds(Error, code=NAMES, message=texts(), ref=REFS),
     Resync: st.builds(Resync, topic=TOPICS, offset=OFFSETS, reason=NAMES),
