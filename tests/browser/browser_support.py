@@ -122,3 +122,16 @@ def shot(page: Any, name: str, full_page: bool = False) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def wait_for_value(page: Any, expression: str, timeout: float = 10.0) -> None:
+    """Poll `expression` in the page until it is truthy (fails after `timeout` s).
+
+    `page.wait_for_function` evaluates its string with `new Function` in the page, which
+    the pages' Content-Security-Policy (script-src 'self') refuses; `page.evaluate` goes
+    through the debugging protocol instead."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{expression} did not hold within {timeout} s")
+        page.wait_for_timeout(50)

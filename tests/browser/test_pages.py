@@ -51,6 +51,7 @@ from tests.browser.browser_support import (
     rest,
     shot,
     token,
+    wait_for_value,
 )
 from tests.conftest import drop_database, make_database, with_database
 from tests.realtime.realtime_support import users_of
@@ -366,7 +367,7 @@ def test_without_the_websocket_the_page_polls_and_still_moves_cards(
     rest(node, users[APPROVER], "POST", f"/api/purchase-requests/{row['id']}/approve", {})
     expect(column(page, "pending_a2").locator(".card", has_text=title)).to_be_visible()
     expect(connection(page)).to_have_attribute("data-state", "polling")
-    page.wait_for_function("window.sinal.client.stats.notModified > 0")  # a 304 (ETag)
+    wait_for_value(page, "window.sinal.client.stats.notModified > 0")  # a 304 (ETag)
     polls = page.evaluate("window.sinal.client.stats")
     assert polls["connects"] == 0 and polls["polls"] > polls["notModified"], polls
     shot(page, "4-polling")
