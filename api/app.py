@@ -17,7 +17,9 @@ supervisor tree. Around every request:
 4. The answer gets CORS headers (WEBSOCKET_CORS_ORIGIN), gzip when it should (see
    `wants_gzip`), and is counted (requests, latency, 304s) for /metrics and health.
 
-In front of all this, `api.fast_reads.FastReads` answers the list reads it can answer from
+In front of all this, `api.guard.RequestGuard` refuses what no route may see (a WebSocket
+upgrade on the HTTP port, a request with both Content-Length and Transfer-Encoding), and
+`api.fast_reads.FastReads` answers the list reads it can answer from
 memory alone (a 304, or a body from the response cache) with the same rules, without
 Quart's per-request machinery; everything else (errors included) comes here. Both ask the
 one list read (api/list_reads.py). Sessions are not used: every request shares one null
@@ -39,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.fast_reads import FastReads
+from sinal.api.guard import RequestGuard
 from sinal.api.http_rules import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
@@ -200,5 +203,6 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_writes(api)
     register_preferences(api)
     register_ops(api)
-    app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RequestGuard(  # type: ignore[method-assign]
+        FastReads(api, app.asgi_app), realtime.websocket_url)
     return app

@@ -63,7 +63,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
             403: "the caller's role may not do this", 404: "no such row",
             409: "the workflow does not allow this step now (invalid_transition)",
             410: "since is older than the log keeps: refetch (code resync)",
-            413: "body over 1 MiB", 422: "a body value is wrong (invalid_body and others)",
+            413: "body over 1 MiB",
+            415: "a body that is not Content-Type: application/json (unsupported_media_type)",
+            422: "a body value is wrong (invalid_body and others)",
             429: "over the rate limit; see Retry-After",
             503: "the database does not answer"}
     out = {str(s): _problem(text[s]) for s in statuses}
@@ -129,7 +131,7 @@ def _write_operation(op_id: str, summary: str, fields: Any, status: int, result:
         "summary": summary,
         "tags": ["workflow"],
         "responses": {str(status): _json(_ref(result), "done"),
-                      **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)},
+                      **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)},
     }
     if path_param:
         operation["parameters"] = [{"name": "id", "in": "path", "required": True,
@@ -223,7 +225,8 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "replace the caller's preferences (applied at once)",
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": body_schema(PREFERENCES)}}},
-                "responses": {"200": _json(prefs), **_errors(400, 401, 413, 422, 429, 503)}},
+                "responses": {"200": _json(prefs),
+                              **_errors(400, 401, 413, 415, 422, 429, 503)}},
     }
     any_object = {"type": "object"}
     paths["/api/metrics/realtime"] = _ops(

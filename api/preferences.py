@@ -63,7 +63,8 @@ def register_preferences(api: ApiContext) -> None:
     @app.put("/api/user/notification-preferences")
     async def put_preferences() -> Response:
         user_id = (await api.caller()).user_id
-        body = validate(parse_json(await request.get_data(as_text=False), optional=False),
+        body = validate(parse_json(await request.get_data(as_text=False), optional=False,
+                                   content_type=request.headers.get("Content-Type")),
                         PREFERENCES)
         wanted = {**DEFAULTS, **body}
 
