@@ -235,6 +235,32 @@ def openapi_document() -> dict[str, Any]:
             "activeConnections": {"type": "integer"}, "requestsPerMinute": {"type": "integer"},
             "cacheHitRate": {"type": "number"}, "averageLatency": {"type": "number"}}},
         auth=True, extra=(401, 429))
+    paths["/api/audit"] = {"get": {
+        "operationId": "get_audit", "tags": ["operations"],
+        "summary": "the audit trail, oldest first (admins)",
+        "parameters": [
+            {"name": "since", "in": "query", "description": "rows after this audit row id",
+             "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"},
+             "description": "nextCursor of the previous page"},
+            {"name": "table", "in": "query", "description": "table_name equals (http, ...)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64}},
+            {"name": "action", "in": "query", "description": "action equals",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
+        "responses": {"200": _json({"type": "object", "required": ["data", "nextCursor"],
+                                    "properties": {
+                                        "data": {"type": "array", "items": _ref("AuditRow")},
+                                        "nextCursor": {"type": ["string", "null"]},
+                                        "timestamp": {"type": "string"}}}),
+                      **_errors(400, 401, 403, 429, 503)}}}
+    schemas["AuditRow"] = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "table_name": {"type": "string"},
+        "record_id": {"type": "string"}, "action": {"type": "string"},
+        "actor_id": {"type": ["string", "null"], "format": "uuid"},
+        "details": {"type": "object"}, "created_at": _TIME}}
     paths["/api/supervisor"] = _ops("the supervisor tree (admins)", any_object, auth=True,
                                     extra=(401, 403, 429))
     paths["/health/live"] = _ops("liveness", any_object)

@@ -62,7 +62,8 @@ def register_preferences(api: ApiContext) -> None:
 
     @app.put("/api/user/notification-preferences")
     async def put_preferences() -> Response:
-        user_id = (await api.caller()).user_id
+        caller = await api.caller()
+        user_id = caller.user_id
         body = validate(parse_json(await request.get_data(as_text=False), optional=False,
                                    content_type=request.headers.get("Content-Type")),
                         PREFERENCES)
@@ -80,4 +81,7 @@ def register_preferences(api: ApiContext) -> None:
                  wanted["emailNotifications"]),
             ).fetchone()
 
-        return api.json(_shape(await api.run(work)))
+        saved = _shape(await api.run(work))
+        api.audit_event("preferences_changed", "/api/user/notification-preferences",
+                        {k: v for k, v in saved.items() if k != "updatedAt"}, caller)
+        return api.json(saved)

@@ -1,7 +1,8 @@
 """The node's HTTP side, composed: what the HTTP app is given, and the server that runs it.
 
-api/ knows nothing of the node: `create_app(settings, db, authenticator, realtime, stats)`
-takes its settings as plain values (`api_settings`), and a read-only view of the realtime
+api/ knows nothing of the node: `create_app(settings, db, authenticator, realtime, stats,
+audit)` takes its settings as plain values (`api_settings`), the node's `AuditWriter`
+(`node.audit`) as an `AuditLog`, and a read-only view of the realtime
 side (`NodeRealtime`, the node's implementation of `api.realtime.RealtimeView`: memory
 only). This module also holds the node's numbers that mix both sides -- the health payload,
 the metrics publisher's sample, the metrics service's sample, the supervisor tree -- and
@@ -264,9 +265,9 @@ def build_app(node: Node) -> QuartTrio:
     """The HTTP app over the running node (after `build_tree`)."""
     from sinal.api.app import create_app  # Quart loads only for the nodes that serve
 
-    assert node.db is not None and node.authenticator is not None
+    assert node.db is not None and node.authenticator is not None and node.audit is not None
     return create_app(api_settings(node.config, node.node_id), node.db, node.authenticator,
-                      NodeRealtime(node), node.http_stats)
+                      NodeRealtime(node), node.http_stats, node.audit)
 
 
 async def serve_http(node: Node, *,
