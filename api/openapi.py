@@ -27,6 +27,10 @@ _FIELD_TYPES: dict[str, dict[str, Any]] = {
     "expected_delivery_date": {"type": ["string", "null"], "format": "date"},
     "delivered_at": {"type": ["string", "null"], "format": "date-time"},
     "quotation_id": {"type": ["string", "null"], "format": "uuid"},
+    "department_id": {"type": ["string", "null"], "format": "uuid"},  # users may have none
+    "is_active": {"type": "boolean"},
+    "email": {"type": ["string", "null"]},
+    "tax_id": {"type": ["string", "null"]},
 }
 
 
@@ -235,6 +239,19 @@ def openapi_document() -> dict[str, Any]:
             "activeConnections": {"type": "integer"}, "requestsPerMinute": {"type": "integer"},
             "cacheHitRate": {"type": "number"}, "averageLatency": {"type": "number"}}},
         auth=True, extra=(401, 429))
+    paths["/api/me"] = {"get": {
+        "operationId": "get_me", "tags": ["user"],
+        "summary": "who the caller is: principal (as the rules see them), user row, department",
+        "responses": {"200": _json({"type": "object", "required": ["principal", "user"],
+                                    "properties": {
+                                        "principal": {"type": "object", "properties": {
+                                            "user_id": _UUID, "role": {"type": "string"},
+                                            "department_id": {"type": ["string", "null"]}}},
+                                        "user": _ref("users"),
+                                        "department": {"anyOf": [_ref("departments"),
+                                                                 {"type": "null"}]},
+                                        "token_expires_at": {"type": "integer"}}}),
+                      **_errors(401, 404, 429, 503)}}}
     paths["/api/audit"] = {"get": {
         "operationId": "get_audit", "tags": ["operations"],
         "summary": "the audit trail, oldest first (admins)",

@@ -20,9 +20,17 @@ Permissions (the seed's security rules, made precise):
 | quotation_changed | - | - | all | all |
 | purchase_order_changed | - | - | all | all |
 | supplier_changed | - | - | all | all |
-| user_changed, department_changed | - | - | - | all |
+| department_changed | all | all | all | all |
+| user_changed | own row | own row | own row | all |
 | metrics | - | - | - | all |
 | notifications | own | own | own | own |
+
+Departments (names only) are readable by everyone: a requester names one when filing, and
+a client shows them. Users are people: a non-admin sees only their own row (e-mail
+included), admins every row; so no one but an admin and the user reads an e-mail. These
+rules are the subscriptions' too (one rule for both ways in): before issue #10 only admins
+could subscribe to `user_changed` and `department_changed`; now anyone may, and sees there
+exactly what GET /api/users and /api/departments show them.
 
 Client filters arrive validated by the protocol (`sinal.protocol.fields.filters`: the one
 validator, with the limits docs/protocol.md documents); here they are only compiled.
@@ -137,6 +145,10 @@ def permission_filter(principal: Principal, topic: str) -> RowFilter:
             return RowFilter(((_clause(status=["approved", "quoting", "ordered",
                                                "delivered"]),),))
         raise denied
+    if topic == "department_changed":
+        return EVERYTHING
+    if topic == "user_changed":
+        return RowFilter(((_clause(id=principal.user_id),),))
     if topic == "approval_changed" and role.startswith("approver_a"):
         return RowFilter(((_clause(level=int(role[-1])),),))
     if topic in ("quotation_changed", "purchase_order_changed", "supplier_changed") \
