@@ -20,11 +20,11 @@ supervisor tree. Around every request:
 4. The answer gets CORS headers (WEBSOCKET_CORS_ORIGIN), gzip when it should (see
    `wants_gzip`), and is counted (requests, latency, 304s) for /metrics and health.
 
-In front of all this, `api.guard.RequestGuard` refuses what no route may see (a WebSocket
-upgrade on the HTTP port, a request with both Content-Length and Transfer-Encoding), and
-`api.fast_reads.FastReads` answers the list reads it can answer from
+In front of all this, `api.fast_reads.FastReads` answers the list reads it can answer from
 memory alone (a 304, or a body from the response cache) with the same rules, without
-Quart's per-request machinery; everything else (errors included) comes here. Both ask the
+Quart's per-request machinery; everything else (errors included) passes through
+`api.guard.RequestGuard`, which refuses what no route may see (a WebSocket upgrade on the
+HTTP port, a request with both Content-Length and Transfer-Encoding), and comes here. Both ask the
 one list read (api/list_reads.py). Sessions are not used: every request shares one null
 session instead of building one.
 """
@@ -257,6 +257,8 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_preferences(api)
     register_ops(api)
     register_audit(api)
-    app.asgi_app = RequestGuard(  # type: ignore[method-assign]
-        FastReads(api, app.asgi_app), realtime.websocket_url)
+    # FastReads answers only body-less GETs of lists and passes anything else on: the
+    # guard behind it sees every request it does not answer
+    app.asgi_app = FastReads(  # type: ignore[method-assign]
+        api, RequestGuard(app.asgi_app, realtime.websocket_url))
     return app
