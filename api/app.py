@@ -1,10 +1,11 @@
 """The HTTP front end (Quart-Trio): REST reads and deltas, workflow writes, notification
 preferences, health, metrics, the supervisor tree, /openapi.json.
 
-`create_app(settings, db, authenticator, realtime, stats)` takes exactly what the HTTP
-side uses: its settings (api/settings.py), the database, the one authenticator, a
-read-only view of the realtime side (api/realtime.py: memory only) and the request
-statistics it records into. The composition root (node/http.py) builds them from the
+`create_app(settings, db, authenticator, realtime, stats, audit)` takes exactly what the
+HTTP side uses: its settings (api/settings.py), the database, the one authenticator, a
+read-only view of the realtime side (api/realtime.py: memory only), the request
+statistics it records into and the audit log it records security events into
+(domain/audit.py: `record` never blocks). The composition root (node/http.py) builds them from the
 running node and serves the app with hypercorn on HTTP_PORT, in the node's process and
 supervisor tree. Around every request:
 
@@ -13,13 +14,17 @@ supervisor tree. Around every request:
    caller's rate-limit bucket (user id; the client address when there is no valid token):
    over RATE_LIMIT_REQUESTS_PER_MINUTE -> 429 with Retry-After.
 3. The endpoint runs; a `Problem` it raises, an unknown route (404), a wrong method (405),
-   a body too large (413) or a bug (500) become RFC 9457 problem details.
+   a body too large (413) or a bug (500) become RFC 9457 problem details. A refusal
+   (401 auth_failed / token_expired, 403 forbidden, 429 rate_limited: at most one event
+   per caller and minute) goes to the audit trail, with the user when Sinal knows them.
 4. The answer gets CORS headers (WEBSOCKET_CORS_ORIGIN), gzip when it should (see
    `wants_gzip`), and is counted (requests, latency, 304s) for /metrics and health.
 
 In front of all this, `api.fast_reads.FastReads` answers the list reads it can answer from
 memory alone (a 304, or a body from the response cache) with the same rules, without
-Quart's per-request machinery; everything else (errors included) comes here. Both ask the
+Quart's per-request machinery; everything else (errors included) passes through
+`api.guard.RequestGuard`, which refuses what no route may see (a WebSocket upgrade on the
+HTTP port, a request with both Content-Length and Transfer-Encoding), and comes here. Both ask the
 one list read (api/list_reads.py). Sessions are not used: every request shares one null
 session instead of building one.
 """
@@ -31,15 +36,18 @@ import math
 import time
 from typing import Any
 
+import trio
 from quart import Response, g, request
 from quart.sessions import NullSession, SessionInterface
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from sinal.api.audit_routes import register_audit
 from sinal.api.auth import bearer_claims
 from sinal.api.context import ApiContext
 from sinal.api.dashboard_routes import register_dashboard
 from sinal.api.fast_reads import FastReads
+from sinal.api.guard import RequestGuard
 from sinal.api.history_routes import register_history
 from sinal.api.http_rules import (
     CORS_ALLOW_HEADERS,
@@ -60,6 +68,7 @@ from sinal.api.settings import ApiSettings
 from sinal.api.stats import RequestStats
 from sinal.api.validation import MAX_BODY_BYTES
 from sinal.api.write_routes import register_writes
+from sinal.domain.audit import AuditLog
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
 
@@ -71,6 +80,30 @@ UNCOUNTED_PREFIXES = ("/health/", "/metrics", "/openapi.json")
 _HTTP_CODES = {400: "invalid_parameter", 401: "auth_required", 403: "forbidden",
                404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                429: "rate_limited"}
+AUDITED_REFUSALS = frozenset(("auth_failed", "token_expired", "forbidden", "rate_limited"))
+RATE_LIMIT_AUDIT_SECONDS = 60.0  # one rate_limited event per caller and minute
+MAX_THROTTLED_KEYS = 10_000
+
+
+class _AuditThrottle:
+    """At most one audit event per key and period: a caller hammering past its rate limit
+    must not turn every refused request into a database row."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: suppress; else how many were suppressed since the last event."""
+        now = trio.current_time()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.period:
+            self._last[key] = (last[0], last[1] + 1)
+            return None
+        if len(self._last) >= MAX_THROTTLED_KEYS:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return 0 if last is None else last[1]
 
 
 class _NoSessions(SessionInterface):
@@ -90,7 +123,7 @@ class _NoSessions(SessionInterface):
 
 
 def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator,
-               realtime: RealtimeView, stats: RequestStats) -> QuartTrio:
+               realtime: RealtimeView, stats: RequestStats, audit: AuditLog) -> QuartTrio:
     app = QuartTrio("sinal")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
@@ -98,7 +131,8 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     # `/api//x` names no route (404), rather than a redirect to `/api/x` (a werkzeug
     # response the answer hooks cannot handle)
     app.url_map.merge_slashes = False
-    api = ApiContext.build(app, settings, db, authenticator, realtime, stats)
+    api = ApiContext.build(app, settings, db, authenticator, realtime, stats, audit)
+    throttle = _AuditThrottle(RATE_LIMIT_AUDIT_SECONDS)
     app.extensions["sinal"] = api
     origins = settings.allowed_origins
 
@@ -177,7 +211,29 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
 
     @app.errorhandler(Problem)
     async def on_problem(problem: Problem) -> Response:
+        if problem.code in AUDITED_REFUSALS:
+            _audit_refusal(problem)
         return api.problem(problem)
+
+    def _audit_refusal(problem: Problem) -> None:
+        claims = getattr(g, "claims", None)
+        principal = getattr(g, "principal", None)
+        if principal is None and claims is not None and problem.status != 401:
+            principal = api.auth.peek(claims)  # memory only: a user that exists
+        details: dict[str, Any] = {"method": request.method, "status": problem.status,
+                                   "code": problem.code, "detail": problem.detail[:300],
+                                   "address": request.remote_addr}
+        if problem.code == "rate_limited":
+            key = f"user:{claims.user_id}" if claims is not None else \
+                f"ip:{request.remote_addr}"
+            suppressed = throttle.allow(key)
+            if suppressed is None:
+                return
+            details["suppressed"] = suppressed  # refusals not recorded since the last one
+        if claims is not None and principal is None:
+            details["subject"] = claims.user_id[:64]  # verified, but not a known user
+        api.audit_event(problem.code, request.path, details,
+                        principal if problem.status != 401 else None)
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
@@ -212,4 +268,9 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_dashboard(api)
     register_history(api)
     app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
+    register_audit(api)
+    # FastReads answers only body-less GETs of lists and passes anything else on: the
+    # guard behind it sees every request it does not answer
+    app.asgi_app = FastReads(  # type: ignore[method-assign]
+        api, RequestGuard(app.asgi_app, realtime.websocket_url))
     return app

@@ -30,6 +30,7 @@ from sinal.api.realtime import RealtimeView
 from sinal.api.response_cache import ResponseCache
 from sinal.api.settings import ApiSettings
 from sinal.api.stats import HttpMetrics, RequestStats
+from sinal.domain.audit import AuditEvent, AuditLog
 from sinal.domain.changes import sequence_changes
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator, AuthError, Principal
@@ -55,6 +56,7 @@ class ApiContext:
     fence: CommitFence
     stats: RequestStats
     metrics: HttpMetrics
+    audit: AuditLog
     charged: int = 0  # requests charged to the rate limiter
     reads: ListReads = field(init=False)
 
@@ -65,7 +67,7 @@ class ApiContext:
     @classmethod
     def build(cls, app: QuartTrio, settings: ApiSettings, db: Database,
               authenticator: Authenticator, realtime: RealtimeView,
-              stats: RequestStats) -> ApiContext:
+              stats: RequestStats, audit: AuditLog) -> ApiContext:
         async def sequence() -> int:
             return await db.run(lambda conn: sequence_changes(conn, SEQUENCE_ALL))
 
@@ -84,6 +86,7 @@ class ApiContext:
             fence=fence,
             stats=stats,
             metrics=HttpMetrics(stats, realtime.collectors(), responses, fence),
+            audit=audit,
         )
 
     def charge(self, key: str) -> bool:
@@ -124,9 +127,11 @@ class ApiContext:
         if claims is None:
             raise g.auth_problem
         try:
-            return await self.auth.principal(claims)
+            principal = await self.auth.principal(claims)
         except AuthError as exc:
             raise unauthorized(exc.code, str(exc)) from exc
+        g.principal = principal
+        return principal
 
     def operator(self) -> bool:
         """A short-lived operator token (minted by `sinal status` with JWT_SECRET)."""
@@ -138,6 +143,16 @@ class ApiContext:
         if principal.role != "admin":
             raise Problem(403, "forbidden", "admins only")
         return principal
+
+    # --- the audit trail ---------------------------------------------------------------------
+
+    def audit_event(self, action: str, path: str, details: Mapping[str, Any],
+                    actor: Principal | None = None) -> None:
+        """One `http` event for the audit trail (domain/audit.py); never blocks. `actor` is a
+        user Sinal knows (a verified token's subject that may not exist goes in details)."""
+        self.audit.record(AuditEvent("http", path[:200], action,
+                                     actor.user_id if actor is not None else None,
+                                     dict(details)))
 
     # --- the database ------------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ _FIELD_TYPES: dict[str, dict[str, Any]] = {
     "expected_delivery_date": {"type": ["string", "null"], "format": "date"},
     "delivered_at": {"type": ["string", "null"], "format": "date-time"},
     "quotation_id": {"type": ["string", "null"], "format": "uuid"},
+    "department_id": {"type": ["string", "null"], "format": "uuid"},  # users may have none
+    "is_active": {"type": "boolean"},
+    "email": {"type": ["string", "null"]},
+    "tax_id": {"type": ["string", "null"]},
 }
 
 
@@ -65,7 +69,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
             403: "the caller's role may not do this", 404: "no such row",
             409: "the workflow does not allow this step now (invalid_transition)",
             410: "since is older than the log keeps: refetch (code resync)",
-            413: "body over 1 MiB", 422: "a body value is wrong (invalid_body and others)",
+            413: "body over 1 MiB",
+            415: "a body that is not Content-Type: application/json (unsupported_media_type)",
+            422: "a body value is wrong (invalid_body and others)",
             429: "over the rate limit; see Retry-After",
             503: "the database does not answer"}
     out = {str(s): _problem(text[s]) for s in statuses}
@@ -131,7 +137,7 @@ def _write_operation(op_id: str, summary: str, fields: Any, status: int, result:
         "summary": summary,
         "tags": ["workflow"],
         "responses": {str(status): _json(_ref(result), "done"),
-                      **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)},
+                      **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)},
     }
     if path_param:
         operation["parameters"] = [{"name": "id", "in": "path", "required": True,
@@ -225,7 +231,8 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "replace the caller's preferences (applied at once)",
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": body_schema(PREFERENCES)}}},
-                "responses": {"200": _json(prefs), **_errors(400, 401, 413, 422, 429, 503)}},
+                "responses": {"200": _json(prefs),
+                              **_errors(400, 401, 413, 415, 422, 429, 503)}},
     }
     any_object = {"type": "object"}
     paths["/api/metrics/realtime"] = _ops(
@@ -234,6 +241,45 @@ def openapi_document() -> dict[str, Any]:
             "activeConnections": {"type": "integer"}, "requestsPerMinute": {"type": "integer"},
             "cacheHitRate": {"type": "number"}, "averageLatency": {"type": "number"}}},
         auth=True, extra=(401, 429))
+    paths["/api/me"] = {"get": {
+        "operationId": "get_me", "tags": ["user"],
+        "summary": "who the caller is: principal (as the rules see them), user row, department",
+        "responses": {"200": _json({"type": "object", "required": ["principal", "user"],
+                                    "properties": {
+                                        "principal": {"type": "object", "properties": {
+                                            "user_id": _UUID, "role": {"type": "string"},
+                                            "department_id": {"type": ["string", "null"]}}},
+                                        "user": _ref("users"),
+                                        "department": {"anyOf": [_ref("departments"),
+                                                                 {"type": "null"}]},
+                                        "token_expires_at": {"type": "integer"}}}),
+                      **_errors(401, 404, 429, 503)}}}
+    paths["/api/audit"] = {"get": {
+        "operationId": "get_audit", "tags": ["operations"],
+        "summary": "the audit trail, oldest first (admins)",
+        "parameters": [
+            {"name": "since", "in": "query", "description": "rows after this audit row id",
+             "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"},
+             "description": "nextCursor of the previous page"},
+            {"name": "table", "in": "query", "description": "table_name equals (http, ...)",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64}},
+            {"name": "action", "in": "query", "description": "action equals",
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64}}],
+        "responses": {"200": _json({"type": "object", "required": ["data", "nextCursor"],
+                                    "properties": {
+                                        "data": {"type": "array", "items": _ref("AuditRow")},
+                                        "nextCursor": {"type": ["string", "null"]},
+                                        "timestamp": {"type": "string"}}}),
+                      **_errors(400, 401, 403, 429, 503)}}}
+    schemas["AuditRow"] = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "table_name": {"type": "string"},
+        "record_id": {"type": "string"}, "action": {"type": "string"},
+        "actor_id": {"type": ["string", "null"], "format": "uuid"},
+        "details": {"type": "object"}, "created_at": _TIME}}
     paths["/api/supervisor"] = _ops("the supervisor tree (admins)", any_object, auth=True,
                                     extra=(401, 403, 429))
     paths["/health/live"] = _ops("liveness", any_object)

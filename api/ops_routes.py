@@ -64,8 +64,11 @@ def register_ops(api: ApiContext) -> None:
 
     @app.get("/api/supervisor")
     async def supervisor() -> Response:
-        if not api.operator():
-            await api.admin()
+        if api.operator():
+            api.audit_event("supervisor_read", "/api/supervisor", {"scope": "operator"})
+        else:
+            admin = await api.admin()
+            api.audit_event("supervisor_read", "/api/supervisor", {}, admin)
         return api.json(realtime.status_tree())
 
     document = openapi_document()

@@ -62,8 +62,10 @@ def register_preferences(api: ApiContext) -> None:
 
     @app.put("/api/user/notification-preferences")
     async def put_preferences() -> Response:
-        user_id = (await api.caller()).user_id
-        body = validate(parse_json(await request.get_data(as_text=False), optional=False),
+        caller = await api.caller()
+        user_id = caller.user_id
+        body = validate(parse_json(await request.get_data(as_text=False), optional=False,
+                                   content_type=request.headers.get("Content-Type")),
                         PREFERENCES)
         wanted = {**DEFAULTS, **body}
 
@@ -79,4 +81,7 @@ def register_preferences(api: ApiContext) -> None:
                  wanted["emailNotifications"]),
             ).fetchone()
 
-        return api.json(_shape(await api.run(work)))
+        saved = _shape(await api.run(work))
+        api.audit_event("preferences_changed", "/api/user/notification-preferences",
+                        {k: v for k, v in saved.items() if k != "updatedAt"}, caller)
+        return api.json(saved)

@@ -18,7 +18,9 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 # The codes the API answers with, by status (kept true by tests/api/test_api_openapi.py).
 CODES: dict[str, str] = {
-    "malformed_json": "400: the body is not JSON",
+    "malformed_json": "400: the body is not JSON, or gives a key twice",
+    "malformed_request": "400: the HTTP request itself is malformed (e.g. both Content-Length "
+                         "and Transfer-Encoding); the connection is closed",
     "invalid_parameter": "400: a query parameter is malformed (the detail names it)",
     "invalid_cursor": "400: the pagination cursor was not made by this API",
     "unknown_field": "400: ?fields= names a field the resource does not have",
@@ -33,6 +35,7 @@ CODES: dict[str, str] = {
     "invalid_transition": "409: the workflow does not allow this step now",
     "resync": "410: `since` is older than the log keeps (or ahead of it): refetch the list",
     "payload_too_large": "413: the body is over 1 MiB",
+    "unsupported_media_type": "415: a request body must be Content-Type: application/json",
     "invalid_body": "422: the body is JSON but a value is wrong (the detail names it)",
     "invalid_title": "422: title must be 1-200 characters",
     "invalid_amount": "422: amount must be a number from 0 to 999999999999.99",
@@ -40,6 +43,8 @@ CODES: dict[str, str] = {
     "invalid_supplier": "422: supplier_id names no supplier",
     "invalid_delivery_days": "422: delivery_days must be 0-3650",
     "rate_limited": "429: over RATE_LIMIT_REQUESTS_PER_MINUTE; see Retry-After",
+    "headers_too_large": "431: the request line or headers are too large; the connection is "
+                         "closed",
     "internal_error": "500: a bug; the log has the details",
     "database_unavailable": "503: the database does not answer; retry later",
     "unhealthy": "503: a health check failed",
@@ -52,6 +57,7 @@ class Problem(Exception):
     def __init__(self, status: int, code: str, detail: str, *,
                  headers: Mapping[str, str] | None = None,
                  extra: Mapping[str, Any] | None = None) -> None:
+        detail = detail.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
         super().__init__(detail)
         self.status = status
         self.code = code

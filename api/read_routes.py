@@ -1,5 +1,6 @@
-"""GET /api/purchase-requests, /api/quotations, /api/purchase-orders, /api/approvals, and
-one row of each: GET /api/<resource>/<id>[?fields=a,b].
+"""GET /api/purchase-requests, /api/quotations, /api/purchase-orders, /api/approvals,
+/api/suppliers, /api/departments, /api/users (every resource of the topic catalogue), one
+row of each: GET /api/<resource>/<id>[?fields=a,b], and GET /api/me (who the caller is).
 
 The list views ask the one list read (api/list_reads.py) for the whole answer; the fast
 path in front of Quart (api/fast_reads.py) asks the same object for what memory can
@@ -27,6 +28,28 @@ def register_reads(api: ApiContext) -> None:
                              view_func=_list_view(api, resource), methods=["GET"])
         api.app.add_url_rule(resource.path + "/<row_id>", endpoint=f"get_{resource.table}",
                              view_func=_item_view(api, resource), methods=["GET"])
+
+    @api.app.get("/api/me")
+    async def me() -> Response:
+        """The caller as the rules see them (principal), their `users` row and department,
+        and when their token expires."""
+        principal = await api.caller()
+
+        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            return conn.execute(
+                "SELECT to_jsonb(u) AS user, (SELECT to_jsonb(d) FROM departments AS d "
+                "WHERE d.id = u.department_id) AS department FROM users AS u "
+                "WHERE u.id = %s", (principal.user_id,)).fetchone()
+
+        found = await api.run(work)
+        if found is None:  # deleted since the principal was read
+            raise Problem(404, "not_found", "no such user")
+        return api.json({
+            "principal": {"user_id": principal.user_id, "role": principal.role,
+                          "department_id": principal.department_id},
+            "user": found["user"], "department": found["department"],
+            "token_expires_at": g.claims.expires_at,
+        })
 
 
 async def _readable(api: ApiContext, resource: Resource) -> RowFilter:

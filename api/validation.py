@@ -3,7 +3,12 @@
 Each body is a table of `Field`s; the same table gives the JSON Schema that
 /openapi.json publishes, so the document and the checks cannot drift apart. Bodies are
 JSON objects; a field the table does not know is refused (a typo should not be silently
-ignored). Strings never carry NUL (PostgreSQL text cannot hold it).
+ignored), and so is a key given twice (400 malformed_json: which one would win is
+the parser's whim). A body is JSON only when it says so: `Content-Type: application/json`
+(415 unsupported_media_type otherwise; an empty body where none is required needs no
+type). Strings never carry NUL (PostgreSQL text cannot hold it) nor a lone UTF-16
+surrogate such as "\\ud800" (valid JSON, but no UTF-8 text can hold it): 422 invalid_body
+naming the field.
 """
 
 from __future__ import annotations
@@ -80,16 +85,65 @@ def body_schema(fields: tuple[Field, ...]) -> dict[str, Any]:
     return schema
 
 
-def parse_json(data: bytes | str, *, optional: bool) -> Any:
-    """The body as JSON; an empty body is `{}` when the body is optional."""
+JSON_MEDIA_TYPES = ("application/json",)
+
+
+def parse_json(data: bytes | str, *, optional: bool, content_type: str | None = "application/json"
+               ) -> Any:
+    """The body as JSON; an empty body is `{}` when the body is optional. A body that is
+    there must say it is JSON (415 otherwise)."""
     if not data.strip():
         if optional:
             return {}
         raise Problem(400, "malformed_json", "the body must be a JSON object")
+    if not is_json_type(content_type):
+        shown = (content_type or "none")[:100]
+        raise Problem(415, "unsupported_media_type",
+                      f"send the body as Content-Type: application/json (got {shown})")
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        return json.loads(data, parse_constant=_refuse_constant,
+                          object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "malformed_json", f"the body is not valid JSON: {exc}"[:300]) from exc
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """`application/json`, with at most a UTF-8 charset (RFC 8259: JSON is UTF-8)."""
+    if not content_type:
+        return False
+    media, *params = (part.strip().lower() for part in content_type.split(";"))
+    if media not in JSON_MEDIA_TYPES:
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {clean_text(key)[:64]!r} appears twice")
+        out[key] = value
+    return out
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates replaced, so that it can be sent back as UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def text_fault(value: str) -> str | None:
+    """Why a string cannot be stored as PostgreSQL text, or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain lone surrogates (\\ud800-\\udfff): not valid Unicode text"
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -102,7 +156,8 @@ def validate(body: Any, fields: tuple[Field, ...]) -> dict[str, Any]:
     known = {f.name for f in fields}
     unknown = sorted(k for k in body if k not in known)
     if unknown:
-        raise invalid_body(unknown[0][:64], "unknown field; fields: " + ", ".join(sorted(known)))
+        raise invalid_body(clean_text(unknown[0][:64]),
+                           "unknown field; fields: " + ", ".join(sorted(known)))
     out: dict[str, Any] = {}
     for spec in fields:
         if spec.name not in body or (body[spec.name] is None and not spec.required):
@@ -118,8 +173,9 @@ def _check(spec: Field, value: Any) -> Any:
     if spec.kind in ("string", "uuid", "date", "choices"):
         if not isinstance(value, str):
             raise invalid_body(name, "must be a string")
-        if "\x00" in value:
-            raise invalid_body(name, "must not contain NUL characters")
+        fault = text_fault(value)
+        if fault is not None:
+            raise invalid_body(name, fault)
     if spec.kind == "string":
         assert isinstance(value, str)
         if len(value) > spec.max_length or len(value.strip()) < (spec.minimum or 0):
@@ -153,7 +209,7 @@ def _check(spec: Field, value: Any) -> Any:
             raise invalid_body(name, "must be a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise invalid_body(name, "must be a finite number")
-        if isinstance(value, str) and (len(value) > 32 or "\x00" in value):
+        if isinstance(value, str) and (len(value) > 32 or text_fault(value) is not None):
             raise invalid_body(name, "must be a number")
         return value  # range and precision: api.workflow (422 invalid_amount)
     if spec.kind == "items":
@@ -190,8 +246,9 @@ def _check_clean(name: str, value: Any, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
         raise invalid_body(name, f"nested deeper than {MAX_JSON_DEPTH}")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise invalid_body(name, "must not contain NUL characters")
+        fault = text_fault(value)
+        if fault is not None:
+            raise invalid_body(name, fault)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise invalid_body(name, "numbers must be finite")

@@ -12,8 +12,10 @@
 | POST /api/purchase-orders/<id>/in-transit | - | buyer, admin | 200 the order |
 | POST /api/purchase-orders/<id>/delivered | - | buyer, admin | 200 the order |
 
-400 malformed JSON; 422 a bad value (or an unknown field); 403 wrong role; 404 unknown
-row; 409 a step the workflow does not allow now (`invalid_transition`, with the reason).
+400 malformed JSON (or a key given twice); 415 a body that is not `application/json`
+(a body-less action needs no Content-Type); 422 a bad value (or an unknown field); 403
+wrong role (or a requester naming another department); 404 unknown row; 409 a step the
+workflow does not allow now (`invalid_transition`, with the reason).
 The change reaches subscribers and REST deltas through the change log, like any write.
 """
 
@@ -77,7 +79,8 @@ LOCATION = {"quotations": "/api/quotations/{id}", "orders": "/api/purchase-order
 async def _body(fields: tuple[Field, ...]) -> dict[str, Any]:
     data = await request.get_data(as_text=False)
     required = any(f.required for f in fields)
-    return validate(parse_json(data, optional=not required), fields)
+    return validate(parse_json(data, optional=not required,
+                               content_type=request.headers.get("Content-Type")), fields)
 
 
 async def _perform(api: ApiContext, work: Callable[[psycopg.Connection[Any]], dict[str, Any]]

@@ -25,7 +25,8 @@ Permissions (the seed's security rules, made precise):
 | quotation_changed | - | - | all | all |
 | purchase_order_changed | - | - | all | all |
 | supplier_changed | - | - | all | all |
-| user_changed, department_changed | - | - | - | all |
+| department_changed | all | all | all | all |
+| user_changed | own row | own row | own row | all |
 | metrics | - | - | - | all |
 | notifications | own | own | own | own |
 | dashboard | own dept's figures | level N's figures | the figures of what it sees | all |
@@ -35,6 +36,13 @@ aggregate counts the rows of one table, and a caller gets it only when it may re
 table's topic, counted over the rows its filter lets through (`readable_filters`). The
 filter is applied to the aggregate's group key (status, department, level, ...), which
 does not hold the requester: a requester's figures are their department's.
+
+Departments (names only) are readable by everyone: a requester names one when filing, and
+a client shows them. Users are people: a non-admin sees only their own row (e-mail
+included), admins every row; so no one but an admin and the user reads an e-mail. These
+rules are the subscriptions' too (one rule for both ways in): before issue #10 only admins
+could subscribe to `user_changed` and `department_changed`; now anyone may, and sees there
+exactly what GET /api/users and /api/departments show them.
 
 Client filters arrive validated by the protocol (`sinal.protocol.fields.filters`: the one
 validator, with the limits docs/protocol.md documents); here they are only compiled.
@@ -189,6 +197,10 @@ def permission_filter(principal: Principal, topic: str) -> RowFilter:
             return RowFilter(((_clause(status=["approved", "quoting", "ordered",
                                                "delivered"]),),))
         raise denied
+    if topic == "department_changed":
+        return EVERYTHING
+    if topic == "user_changed":
+        return RowFilter(((_clause(id=principal.user_id),),))
     if topic == "approval_changed" and role.startswith("approver_a"):
         return RowFilter(((_clause(level=int(role[-1])),),))
     if topic in ("quotation_changed", "purchase_order_changed", "supplier_changed") \

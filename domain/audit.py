@@ -10,7 +10,9 @@ websocket:
 - `revoked`: a live session ended or narrowed (token expired, user deactivated, role or
   department changed).
 http:
-- `auth_failed`, `token_expired`, `forbidden`, `rate_limited`: a REST request refused;
+- `auth_failed`, `token_expired`, `forbidden`, `rate_limited`: a REST request refused
+  (a request with no token at all is not recorded; `rate_limited` at most once per caller
+  and minute, with the count of refusals not recorded since; api/app.py);
 - `supervisor_read`, `preferences_changed`: admin and user actions.
 
 `record_id` is the session id (WebSocket) or the request path (HTTP); `actor_id` the user

@@ -12,9 +12,9 @@ permission rules (domain/access.py) and the REST resources and routes (api/) rea
 | approval_changed | approvals | /api/approvals |
 | quotation_changed | quotations | /api/quotations |
 | purchase_order_changed | purchase_orders | /api/purchase-orders |
-| supplier_changed | suppliers | - |
-| user_changed | users | - |
-| department_changed | departments | - |
+| supplier_changed | suppliers | /api/suppliers |
+| user_changed | users | /api/users |
+| department_changed | departments | /api/departments |
 | notifications | notifications | - (delivered to their user on every socket) |
 | metrics | - (the node's numbers) | - |
 | dashboard | - (aggregates of the four workflow tables) | /api/dashboard |
@@ -69,12 +69,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "id", "purchase_request_id", "quotation_id", "supplier_id", "buyer_id", "amount",
         "currency", "status", "delivery_status", "expected_delivery_date", "delivered_at",
         "created_at", "updated_at")),
-    TopicSpec("supplier_changed", "suppliers", None, (
+    TopicSpec("supplier_changed", "suppliers", "suppliers", (
         "id", "name", "email", "tax_id", "is_active", "created_at", "updated_at")),
-    TopicSpec("user_changed", "users", None, (
+    TopicSpec("user_changed", "users", "users", (
         "id", "email", "name", "role", "department_id", "is_active", "created_at",
         "updated_at")),
-    TopicSpec("department_changed", "departments", None, (
+    TopicSpec("department_changed", "departments", "departments", (
         "id", "name", "created_at", "updated_at")),
     TopicSpec(NOTIFICATION_TOPIC, "notifications"),
     TopicSpec(METRICS_TOPIC, None),

@@ -102,6 +102,11 @@ def create_request(conn: psycopg.Connection[Any], who: Principal, *, title: str,
         raise WorkflowError(422, "invalid_title", "title must be 1-200 characters")
     value = _amount(amount)
     department = department_id or who.department_id
+    if who.role == "requester" and department != who.department_id:
+        # seed: requesters file requests for their department; buyers and admins may file
+        # for any department
+        raise WorkflowError(403, "forbidden",
+                            "a requester files requests for their own department only")
     if department is None:
         raise WorkflowError(422, "invalid_department", "department_id is required")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:

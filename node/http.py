@@ -1,7 +1,8 @@
 """The node's HTTP side, composed: what the HTTP app is given, and the server that runs it.
 
-api/ knows nothing of the node: `create_app(settings, db, authenticator, realtime, stats)`
-takes its settings as plain values (`api_settings`), and a read-only view of the realtime
+api/ knows nothing of the node: `create_app(settings, db, authenticator, realtime, stats,
+audit)` takes its settings as plain values (`api_settings`), the node's `AuditWriter`
+(`node.audit`) as an `AuditLog`, and a read-only view of the realtime
 side (`NodeRealtime`, the node's implementation of `api.realtime.RealtimeView`: memory
 only). This module also holds the node's numbers that mix both sides -- the health payload,
 the metrics publisher's sample, the metrics service's sample, the supervisor tree -- and
@@ -20,14 +21,19 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol.events import Body, EndBody, Response
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sinal.actors.listener import CatchUpNow
-from sinal.api.http_rules import allowed_origins
+from sinal.api.http_rules import allowed_origins, dump_json
+from sinal.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from sinal.api.settings import ApiSettings
 from sinal.api.stats import health_report, peak_memory_mb, resident_memory_mb
 from sinal.domain.aggregates import DashboardSource
@@ -236,13 +242,58 @@ class _RealtimeCollector(Collector):
 
 # --- the server ----------------------------------------------------------------------------
 
+_SERVER_ERRORS = {
+    400: ("malformed_request", "the request is not valid HTTP/1.1; the connection is closed"),
+    431: ("headers_too_large", "the request line or headers are too large; the connection "
+                               "is closed"),
+}
+
+
+def _error_answer(status: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    code, detail = _SERVER_ERRORS.get(status, (
+        "internal_error" if status >= 500 else "malformed_request",
+        "the request could not be served; the connection is closed"))
+    body = dump_json(problem_body(status, code, detail))
+    return [(b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()), (b"connection", b"close")], body
+
+
+async def _h11_error(self: H11Protocol, status_code: int) -> None:
+    headers, body = _error_answer(status_code)
+    await self._send_h11_event(h11.Response(
+        status_code=status_code, headers=[*headers, *self.config.response_headers("h11")]))
+    await self._send_h11_event(h11.Data(data=body))
+    await self._send_h11_event(h11.EndOfMessage())
+
+
+async def _ws_stream_error(self: WSStream, status_code: int) -> None:
+    headers, body = _error_answer(status_code)
+    await self.send(Response(stream_id=self.stream_id, status_code=status_code,
+                             headers=headers))
+    await self.send(Body(stream_id=self.stream_id, data=body))
+    await self.send(EndBody(stream_id=self.stream_id))
+    await self.config.log.access(self.scope, {"status": status_code, "headers": []},
+                                 time.time() - self.start_time)
+
+
+def answer_server_errors_as_problems() -> None:
+    """What hypercorn answers itself, before any app sees a request -- a request h11
+    refuses (400; 431 for a request line or headers over its limit) or an invalid
+    WebSocket handshake (400) -- it answers with an empty body. Every 4xx and 5xx of
+    Sinal is problem details, so these are too: the same status, `Connection: close`, and
+    a problem+json body with a documented code. (Hypercorn has no hook for these answers;
+    its two senders are replaced, once per process.)"""
+    H11Protocol._send_error_response = _h11_error  # type: ignore[method-assign]
+    WSStream._send_error_response = _ws_stream_error  # type: ignore[method-assign]
+
+
 def build_app(node: Node) -> QuartTrio:
     """The HTTP app over the running node (after `build_tree`)."""
     from sinal.api.app import create_app  # Quart loads only for the nodes that serve
 
-    assert node.db is not None and node.authenticator is not None
+    assert node.db is not None and node.authenticator is not None and node.audit is not None
     return create_app(api_settings(node.config, node.node_id), node.db, node.authenticator,
-                      NodeRealtime(node), node.http_stats)
+                      NodeRealtime(node), node.http_stats, node.audit)
 
 
 async def serve_http(node: Node, *,
@@ -253,6 +304,7 @@ async def serve_http(node: Node, *,
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 3
+    answer_server_errors_as_problems()
     app = build_app(node)
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:

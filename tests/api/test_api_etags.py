@@ -157,8 +157,11 @@ def perform(conn: psycopg.Connection[Any], op: tuple[Any, ...], people: list[Pri
         return False
     if kind == "create":
         who = people[op[1]]
-        workflow.create_request(conn, who, title=f"r{op[2]}", amount=10,
-                                department_id=departments[op[2]], submit=op[3])
+        made = workflow.create_request(conn, who, title=f"r{op[2]}", amount=10,
+                                       submit=op[3])
+        if departments[op[2]] != who.department_id:  # moved, as an admin may
+            conn.execute("UPDATE purchase_requests SET department_id = %s WHERE id = %s",
+                         (departments[op[2]], made["id"]))
         return True
     ids = [r["id"] for r in conn.execute(
         "SELECT id::text AS id FROM purchase_requests ORDER BY id").fetchall()]

@@ -19,6 +19,7 @@ from tests.api.test_api_reads import is_problem
 from tests.realtime.realtime_support import Client, client, token_for
 
 PREFS = "/api/user/notification-preferences"
+JSON = {"Content-Type": "application/json"}
 PR = "/api/purchase-requests"
 
 
@@ -57,8 +58,10 @@ async def test_preferences_are_validated_and_persisted(api: Api) -> None:
                         ([], "(body)")):
         response = await api.put(PREFS, REQUESTER, json=body)
         assert is_problem(response, 422, "invalid_body") and response.json()["field"] == field
-    assert is_problem(await api.put(PREFS, REQUESTER, content=b"{"), 400, "malformed_json")
-    assert is_problem(await api.put(PREFS, REQUESTER, content=b""), 400, "malformed_json")
+    assert is_problem(await api.put(PREFS, REQUESTER, content=b"{", headers=JSON),
+                      400, "malformed_json")
+    assert is_problem(await api.put(PREFS, REQUESTER, content=b"", headers=JSON),
+                      400, "malformed_json")
     assert is_problem(await api.put(PREFS, None, json={}), 401, "auth_required")
 
 

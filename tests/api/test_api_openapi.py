@@ -51,6 +51,13 @@ async def test_document_lists_every_route_and_only_those(api: Api) -> None:
     documented = {(method, path) for path, item in document["paths"].items()
                   for method in item}
     assert documented == app_routes(api)
+    for path in ("/api/suppliers", "/api/departments", "/api/users", "/api/users/{id}",
+                 "/api/me", "/api/audit"):
+        assert "get" in document["paths"][path], path
+    for code in ("unsupported_media_type", "malformed_request", "headers_too_large"):
+        assert code in CODES
+    write = document["paths"]["/api/purchase-requests"]["post"]["responses"]
+    assert "415" in write
     assert set(document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]) \
         == set(CODES)
 
@@ -69,6 +76,7 @@ async def test_schema_driven_fuzz_finds_no_server_error(api: Api) -> None:
     )
     url = api.node.http_url
     seen: dict[int, int] = {}
+    paths: set[str] = set()
 
     def run() -> None:
         with httpx.Client(base_url=url, timeout=20) as client:
@@ -96,6 +104,7 @@ async def test_schema_driven_fuzz_finds_no_server_error(api: Api) -> None:
                     return
                 status = response.status_code
                 seen[status] = seen.get(status, 0) + 1
+                paths.add(case.path)
                 described = f"{case.method} {case.path} -> {status}: {response.text[:300]}"
                 unhealthy = status == 503 and case.path.startswith("/health/")
                 assert status < 500 or unhealthy, described
@@ -111,4 +120,6 @@ async def test_schema_driven_fuzz_finds_no_server_error(api: Api) -> None:
 
     await trio.to_thread.run_sync(run)
     assert seen.get(200, 0) + seen.get(201, 0) > 20, seen
+    assert {"/api/suppliers", "/api/departments", "/api/users", "/api/me",
+            "/api/audit"} <= paths, sorted(paths)
     assert sum(v for k, v in seen.items() if 400 <= k < 500) > 50, seen
