@@ -212,7 +212,8 @@ async def _handshake(
         path=unquote(parts.path),
         query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
         headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers),
-        subprotocols=tuple(offer.subprotocols),
+        # an empty header (or an empty item in it) offers nothing
+        subprotocols=tuple(name for name in offer.subprotocols if name),
         host=offer.host,
         remote=_remote_of(stream),
     )

@@ -70,6 +70,15 @@ async def test_default_chooser_takes_clients_first_supported_subprotocol() -> No
     assert b"\r\nsec-websocket-protocol: json\r\n" in reply.lower()
 
 
+@pytest.mark.parametrize("header", ["", " ", ",", " , json"])
+async def test_an_empty_subprotocol_header_offers_nothing(header: str) -> None:
+    request = upgrade_request(extra=f"Sec-WebSocket-Protocol: {header}\r\n")
+    ws, reply, _ = await handshake(request, subprotocols=["msgpack", "json"])
+    assert isinstance(ws, WebSocketConnection), reply
+    assert ws.subprotocol == ("json" if "json" in header else None)
+    assert ws.request is not None and "" not in ws.request.subprotocols
+
+
 async def test_custom_chooser_sees_the_request() -> None:
     seen: list[UpgradeRequest] = []
 
