@@ -76,7 +76,7 @@ class NodeRealtime:
         await self._hub.topics[topic].wait_head(position)
 
     def ready(self) -> bool:
-        return self.node.ready.is_set()
+        return self.node.ready.is_set() and not self.node.draining
 
     def listening(self) -> bool:
         listener = self.node.listener
@@ -224,6 +224,13 @@ async def serve_http(node: Node, *,
     """Hypercorn on SINAL_HOST:HTTP_PORT; `node.http_url` once bound."""
     hconfig = HypercornConfig()
     hconfig.bind = [f"{node.config.sinal_host}:{node.config.http_port}"]
+    if node.config.sinal_reuse_port:
+        # a worker of `--workers N` (node/workers.py): the port is shared with SO_REUSEPORT,
+        # which this socket sets before bind; hypercorn takes it over by file descriptor
+        from sinal.node.workers import reserve_port
+
+        sock = reserve_port(node.config.sinal_host, node.config.http_port)
+        hconfig.bind = [f"fd://{sock.detach()}"]
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 3

@@ -190,6 +190,8 @@ class Node:
     cluster: ClusterPresence | None = None
     cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
+    # SIGTERM: readiness answers 503 from here on, before the tree stops (drain())
+    draining: bool = False
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -255,10 +257,12 @@ class Node:
                 hub, redis_url, prefix=config.sinal_redis_prefix,
                 interval=self.cluster_interval,
                 describe=lambda: {"http": self.http_url, "websocket": self.websocket_url,
+                                  "pid": os.getpid(),
                                   "position": self.listener.position if self.listener else 0})
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
-                                         port=config.websocket_port, limits=self.ws_limits)
+                                         port=config.websocket_port, limits=self.ws_limits,
+                                         reuse_port=config.sinal_reuse_port)
         topic_supervisor = Supervisor(
             "topics", [ChildSpec.of(topic) for topic in topics.values()],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10),
@@ -305,6 +309,17 @@ class Node:
              ChildSpec.of(realtime)],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=30),
         )
+
+    async def drain(self, scope: trio.CancelScope) -> None:
+        """A graceful stop (SIGTERM): readiness turns false first, so a load balancer that
+        polls /health/ready stops sending new clients here; SINAL_DRAIN_TIMEOUT later the
+        tree stops, and every socket gets `server_shutdown` (4501) and reconnects
+        elsewhere (the client library adds jitter)."""
+        self.draining = True
+        event(log, "node_draining", node=self.node_id,
+              seconds=self.config.sinal_drain_timeout / 1000)
+        await trio.sleep(self.config.sinal_drain_timeout / 1000)
+        scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
                   ) -> None:
