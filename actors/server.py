@@ -81,7 +81,7 @@ class WebSocketServer:
             hub.refused_total += 1
             raise Refuse(503, "pool_full: MAX_CONCURRENT_CONNECTIONS reached",
                          headers=[("Retry-After", "5")])
-        address = request.remote.rsplit(":", 1)[0].strip("[]") if request.remote else "local"
+        address = hub.client_address(request)
         refusal = hub.pending_refusal(address)
         if refusal is not None:
             hub.refused_pending += 1

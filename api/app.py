@@ -59,6 +59,7 @@ from sinal.api.validation import MAX_BODY_BYTES
 from sinal.api.write_routes import register_writes
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
+from sinal.domain.ratelimit import RateLimiter, client_address, trusted_networks
 
 log = logging.getLogger("sinal.api")
 
@@ -87,12 +88,16 @@ class _NoSessions(SessionInterface):
 
 
 def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator,
-               realtime: RealtimeView, stats: RequestStats) -> QuartTrio:
+               realtime: RealtimeView, stats: RequestStats,
+               limiter: RateLimiter | None = None) -> QuartTrio:
+    """`limiter`: the REST budgets (default: this process's own; the node passes the
+    cluster's, in Redis, when it has one)."""
     app = QuartTrio("sinal")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
     app.session_interface = _NoSessions()  # type: ignore[assignment]
-    api = ApiContext.build(app, settings, db, authenticator, realtime, stats)
+    api = ApiContext.build(app, settings, db, authenticator, realtime, stats, limiter)
+    proxies = trusted_networks(settings.trusted_proxies)
     app.extensions["sinal"] = api
     origins = settings.allowed_origins
 
@@ -113,7 +118,8 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
         if not request.path.startswith("/api/"):
             return None
         g.claims = None
-        key = f"ip:{request.remote_addr}"
+        key = "ip:" + client_address(request.remote_addr or "local",
+                                     request.headers.get("X-Forwarded-For"), proxies)
         try:
             g.claims = bearer_claims(api.auth.tokens, request.headers.get("Authorization"))
             key = f"user:{g.claims.user_id}"

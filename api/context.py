@@ -65,7 +65,7 @@ class ApiContext:
     @classmethod
     def build(cls, app: QuartTrio, settings: ApiSettings, db: Database,
               authenticator: Authenticator, realtime: RealtimeView,
-              stats: RequestStats) -> ApiContext:
+              stats: RequestStats, limiter: RateLimiter | None = None) -> ApiContext:
         async def sequence() -> int:
             return await db.run(lambda conn: sequence_changes(conn, SEQUENCE_ALL))
 
@@ -79,7 +79,8 @@ class ApiContext:
             db=db,
             auth=authenticator,
             realtime=realtime,
-            limiter=RateLimiter(settings.rate_limit_per_minute, clock=trio.current_time),
+            limiter=limiter or RateLimiter(settings.rate_limit_per_minute,
+                                           clock=trio.current_time),
             responses=responses,
             fence=fence,
             stats=stats,

@@ -18,3 +18,4 @@ class ApiSettings:
     delta_updates: bool = True  # ENABLE_DELTA_UPDATES: `?since=` answers a delta
     smart_polling: bool = True  # ENABLE_SMART_POLLING: ETags and 304s
     max_connections: int = 1000  # MAX_CONCURRENT_CONNECTIONS (health judges against it)
+    trusted_proxies: str = ""  # TRUSTED_PROXIES: whose X-Forwarded-For names the client

@@ -51,6 +51,7 @@ def api_settings(config: Config, node_id: str) -> ApiSettings:
         delta_updates=config.enable_delta_updates,
         smart_polling=config.enable_smart_polling,
         max_connections=config.max_concurrent_connections,
+        trusted_proxies=config.trusted_proxies,
     )
 
 
@@ -85,6 +86,14 @@ class NodeRealtime:
     def active_connections(self) -> int:
         hub = self.node.hub
         return hub.active_connections if hub is not None else 0
+
+    def cluster_connections(self) -> int:
+        cluster = self.node.cluster
+        return cluster.cluster_connections() if cluster is not None \
+            else self.active_connections()
+
+    def cluster_state(self) -> str:
+        return self.node.cluster_state()
 
     def listener_status(self) -> dict[str, Any] | None:
         listener = self.node.listener
@@ -216,7 +225,7 @@ def build_app(node: Node) -> QuartTrio:
 
     assert node.db is not None and node.authenticator is not None
     return create_app(api_settings(node.config, node.node_id), node.db, node.authenticator,
-                      NodeRealtime(node), node.http_stats)
+                      NodeRealtime(node), node.http_stats, node.rest_limiter)
 
 
 async def serve_http(node: Node, *,

@@ -58,6 +58,7 @@ from sinal.api.stats import RequestStats
 from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
+from sinal.domain.ratelimit import SharedRateLimiter
 from sinal.engine.dynamic import DynamicSupervisor
 from sinal.engine.log import event
 from sinal.engine.registry import Registry
@@ -192,6 +193,9 @@ class Node:
     listener_poll_interval: float = 1.0
     # SIGTERM: readiness answers 503 from here on, before the tree stops (drain())
     draining: bool = False
+    # the cluster's budgets in Redis (None without Redis: each process its own)
+    rest_limiter: SharedRateLimiter | None = None
+    ws_limiter: SharedRateLimiter | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -208,6 +212,35 @@ class Node:
 
     def status_tree(self) -> dict[str, Any]:
         return node_http.status_tree(self)
+
+    def cluster_state(self) -> str:
+        """"none" without Redis; "degraded" while the budgets fall back to local ones or
+        the registry cannot publish; else "ok"."""
+        if not self.config.effective_redis_url:
+            return "none"
+        limiters = [x for x in (self.rest_limiter, self.ws_limiter) if x is not None]
+        if any(limiter.degraded for limiter in limiters):
+            return "degraded"
+        if self.cluster is not None and not self.cluster.healthy:
+            return "degraded"
+        return "ok"
+
+    def _shared_limiters(self, redis_url: str) -> None:
+        """Rate budgets for the whole cluster: one Redis connection per kind (a charge is
+        one Lua round trip with a short timeout; domain/ratelimit.py)."""
+        import redis
+
+        per_minute = self.config.rate_limit_requests_per_minute
+        prefix = self.config.sinal_redis_prefix
+
+        def client() -> Any:
+            return redis.Redis.from_url(redis_url, socket_timeout=0.25,
+                                        socket_connect_timeout=0.25)
+
+        self.rest_limiter = SharedRateLimiter(per_minute, client(), prefix=prefix + "rest:",
+                                              clock=trio.current_time)
+        self.ws_limiter = SharedRateLimiter(per_minute, client(), prefix=prefix + "ws:",
+                                            clock=trio.current_time)
 
     # --- children ----------------------------------------------------------------------------
 
@@ -239,10 +272,14 @@ class Node:
         topics[NOTIFICATION_TOPIC] = Topic(
             NOTIFICATION_TOPIC, ring_size=settings.ring_size, registry=registry,
             render=render_notification, on_offered=mark_offered(presence))
+        redis_url = config.effective_redis_url
+        if redis_url:
+            self._shared_limiters(redis_url)
         users = topics["user_changed"]
         self.authenticator = Authenticator(db, config.jwt_secret, lambda: users.version)
         hub = self.hub = Hub(settings, db, self.node_id, self.authenticator, topics,
-                             registry=registry, presence=presence, audit=self.audit)
+                             registry=registry, presence=presence, audit=self.audit,
+                             rate_limiter=self.ws_limiter)
         producer = NotificationProducer(db, registry=registry)
         guard = SessionGuard(hub)
         self.listener = DatabaseListener(db, list(topics), registry=registry,
@@ -251,7 +288,6 @@ class Node:
         self.delivery_watch = DeliveryWatch(db, self.delivery_check_interval,
                                             registry=registry)
         self.housekeeping = Housekeeping(db, config.sinal_retention_hours, registry=registry)
-        redis_url = config.effective_redis_url
         if redis_url:
             self.cluster = ClusterPresence(
                 hub, redis_url, prefix=config.sinal_redis_prefix,
