@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -229,11 +230,25 @@ class Writers:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _write(self, tag: int) -> None:
-        with psycopg.connect(self.db_url, autocommit=True) as conn:
-            for i in range(self.rows):
-                conn.execute("INSERT INTO suppliers (name) VALUES (%s)", (f"w{tag}-{i}",))
+        """Insert `rows` rows; a database that goes away (a restart) is waited for and the
+        row tried again (real time: PostgreSQL is another process)."""
+        i, conn = 0, None
+        try:
+            while i < self.rows:
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self.db_url, autocommit=True, connect_timeout=5)
+                    conn.execute("INSERT INTO suppliers (name) VALUES (%s)", (f"w{tag}-{i}",))
+                except psycopg.OperationalError:
+                    conn = None
+                    time.sleep(0.1)
+                    continue
+                i += 1
                 with self.lock:
                     self.written += 1
+        finally:
+            if conn is not None:
+                conn.close()
 
     def run_all(self) -> None:
         threads = [threading.Thread(target=self._write, args=(t,)) for t in range(self.threads)]

@@ -15,7 +15,9 @@ import pytest
 import redis
 import trio
 
+from sinal.node.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from sinal.node.localcluster import LocalCluster, render_nginx_conf
+from sinal.node.migrate import apply_migrations
 from tests.cluster.process_support import (
     GUARD,
     ResumingClient,
@@ -26,6 +28,7 @@ from tests.cluster.process_support import (
     poll_until,
 )
 from tests.realtime.realtime_support import token_for, users_of
+from tests.servers import scratch_folder, throwaway_redis
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +123,16 @@ async def test_rest_websocket_and_forwarded_for_through_nginx(
             await check_every_client(clients, db_url, start, done)
 
 
-async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str) -> None:
+def health_of(cluster: LocalCluster) -> str:
+    """Charge a REST request (so the budgets meet Redis), then read the cluster state."""
+    httpx.get(cluster.http_url + "/api/purchase-requests", timeout=10)
+    state: str = httpx.get(cluster.http_url + "/health/realtime", timeout=10).json()["cluster"]
+    return state
+
+
+async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str,
+                    redis_server: EmbeddedRedis | None = None,
+                    postgres: EmbeddedPostgres | None = None) -> None:
     users = users_of(db_url)
     async with nginx_cluster(db_url, redis_url, redis_prefix,
                              SINAL_DRAIN_TIMEOUT="200") as cluster:
@@ -145,9 +157,22 @@ async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str) 
                     assert await cluster.stop_node(member) == 0
                     await cluster.start_node(member)
                     await cluster.wait_node_ready(member)
+            elif fault == "redis":
+                assert redis_server is not None
+                await trio.to_thread.run_sync(redis_server.stop)
+                await poll_until(lambda: health_of(cluster) == "degraded", every=0.1)
+                await writers.wait_written(90)  # serving meanwhile
+                await trio.to_thread.run_sync(redis_server.start)
+                await poll_until(lambda: health_of(cluster) == "ok", every=0.2)
+            elif fault == "postgres":
+                assert postgres is not None
+                await trio.to_thread.run_sync(postgres.restart)
             await writers.wait_written(180)
             await check_every_client(clients, db_url, start, done)
-        assert sum(c.sessions for c in clients) > len(clients)  # some had to reconnect
+        if fault in ("redis", "postgres"):  # no node stopped: every socket stayed open
+            assert [c.sessions for c in clients] == [1] * len(clients)
+        else:
+            assert sum(c.sessions for c in clients) > len(clients)  # some had to reconnect
         if fault in ("term", "rolling"):
             assert sum(c.shutdowns for c in clients) >= 1  # told, not dropped
 
@@ -163,3 +188,20 @@ async def test_sigterm_one_node_drains(db_url: str, redis_url: str, redis_prefix
 async def test_rolling_restart_of_every_node(
         db_url: str, redis_url: str, redis_prefix: str) -> None:
     await run_fault(db_url, redis_url, redis_prefix, "rolling")
+
+
+async def test_redis_killed_and_restarted(db_url: str) -> None:
+    with throwaway_redis() as server:
+        await run_fault(db_url, server.url, "fault:", "redis", redis_server=server)
+
+
+async def test_postgres_restarted() -> None:
+    with scratch_folder("sinal-fault-pg-") as folder:
+        server = EmbeddedPostgres(folder / "data", free_port())
+        server.start()
+        try:
+            apply_migrations(server.url)
+            with throwaway_redis() as cache:
+                await run_fault(server.url, cache.url, "fault:", "postgres", postgres=server)
+        finally:
+            server.stop()
