@@ -33,7 +33,7 @@ test: $(STAMP) nginx ## run the whole test suite (its own PostgreSQL and Redis u
 	$(VENV)/bin/pytest -o tmp_path_retention_policy=failed
 
 # The cluster tests run the real nginx (Debian's package) in front of the nodes.
-nginx:
+nginx: ## install nginx (Debian's package) when missing: the cluster tests and `make cluster` run it
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }
 
