@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help serve test install lint check bench simulate clean browser-deps
+.PHONY: help serve test install lint check bench simulate cluster nginx clean browser-deps
 .DEFAULT_GOAL := help
 
 help: ## list these targets
@@ -38,8 +38,16 @@ serve: $(STAMP) ## run a node (HTTP :3000, WebSocket :3001/ws); embedded Postgre
 
 # The suite's own servers remove their folders (tests/servers.py); pytest keeps the
 # tmp_path folders of failed tests only, so a run leaves nothing else in the temp folder.
-test: $(STAMP) browser-deps ## run the whole test suite (its own PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)
+test: $(STAMP) browser-deps nginx ## run the whole test suite (its own PostgreSQL and Redis unless DATABASE_URL / REDIS_URL)
 	$(VENV)/bin/pytest -o tmp_path_retention_policy=failed
+
+# The cluster tests run the real nginx (Debian's package) in front of the nodes.
+nginx: ## install nginx (Debian's package) when missing: the cluster tests and `make cluster` run it
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }
+
+cluster: $(STAMP) nginx ## two nodes (NODES=2) behind nginx on :8080 (PORT=8080), with Redis
+	$(VENV)/bin/python -m sinal.node.localcluster --nodes $(or $(NODES),2) --port $(or $(PORT),8080)
 
 # Style, types (mypy strict) and the layering contracts (import-linter, pyproject.toml).
 lint: $(STAMP) ## ruff, mypy (strict) and the layering contracts (import-linter)

@@ -44,6 +44,7 @@ class ClusterPresence(PeriodicActor):
         self.client: Any = redis.Redis.from_url(redis_url, socket_timeout=5,
                                            socket_connect_timeout=5)
         self.published = 0
+        self.healthy = False  # the last publish reached Redis
         self.last_view: dict[str, dict[str, str]] = {}
         self._published_lot = trio.lowlevel.ParkingLot()
 
@@ -105,10 +106,19 @@ class ClusterPresence(PeriodicActor):
         return total + self.hub.active_connections
 
     async def on_start(self) -> None:
-        await trio.to_thread.run_sync(self.client.ping)  # fail the start if Redis is away
+        try:
+            await trio.to_thread.run_sync(self.client.ping)  # fail the start if Redis is away
+        except Exception:
+            self.healthy = False
+            raise
 
     async def tick(self) -> None:
-        await self.publish_once()
+        try:
+            await self.publish_once()
+        except Exception:
+            self.healthy = False
+            raise
+        self.healthy = True
 
     async def main(self) -> None:
         try:

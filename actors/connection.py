@@ -132,9 +132,7 @@ class ConnectionActor(Actor[Control]):
         self.closing = False
         self.claims: Claims | None = None
         self._recheck_posted = False
-        request = ws.request
-        remote = request.remote if request else None
-        self.address = remote.rsplit(":", 1)[0].strip("[]") if remote else "local"
+        self.address = hub.client_address(ws.request)
         self._pending = False  # counted among the sockets waiting to log in
 
     # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---

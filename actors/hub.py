@@ -26,8 +26,9 @@ from sinal.actors.topic import Topic
 from sinal.domain.audit import AuditEvent, AuditLog
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
-from sinal.domain.ratelimit import RateLimiter
+from sinal.domain.ratelimit import RateLimiter, client_address, trusted_networks
 from sinal.engine.registry import Registry
+from sinal.websocket import UpgradeRequest
 
 if TYPE_CHECKING:
     from sinal.actors.aggregates import AggregatesActor
@@ -51,6 +52,7 @@ class Hub:
         self.dashboard = dashboard
         self.rate_limiter = rate_limiter or RateLimiter(settings.rate_limit_per_minute,
                                                         clock=trio.current_time)
+        self._proxies = trusted_networks(settings.trusted_proxies)
         self.heartbeats = HeartbeatScheduler(settings.heartbeat_interval,
                                              settings.connection_timeout)
         self.connections_by_user: dict[str, set[ConnectionActor]] = {}
@@ -64,6 +66,15 @@ class Hub:
         self.closed_by_code: dict[int, int] = {}
 
     # --- before login: a quota of their own -----------------------------------------------
+
+    def client_address(self, request: UpgradeRequest | None) -> str:
+        """The client's address: the peer's, or, from a trusted proxy (TRUSTED_PROXIES),
+        what X-Forwarded-For says (domain/ratelimit.py, client_address)."""
+        remote = request.remote if request is not None else None
+        peer = remote.rsplit(":", 1)[0].strip("[]") if remote else "local"
+        if request is None or not self._proxies:
+            return peer
+        return client_address(peer, request.header("x-forwarded-for"), self._proxies)
 
     def pending_refusal(self, address: str) -> str | None:
         """Why a new socket from `address` may not wait for login now (None: it may)."""

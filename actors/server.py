@@ -54,8 +54,9 @@ class WebSocketServer:
     name = "websocket"
 
     def __init__(self, hub: Hub, pool: DynamicSupervisor, *, host: str, port: int,
-                 limits: ConnectionLimits | None = None) -> None:
+                 limits: ConnectionLimits | None = None, reuse_port: bool = False) -> None:
         self.hub = hub
+        self.reuse_port = reuse_port
         self.pool = pool
         self.host = host
         self.port = port
@@ -80,7 +81,7 @@ class WebSocketServer:
             hub.refused_total += 1
             raise Refuse(503, "pool_full: MAX_CONCURRENT_CONNECTIONS reached",
                          headers=[("Retry-After", "5")])
-        address = request.remote.rsplit(":", 1)[0].strip("[]") if request.remote else "local"
+        address = hub.client_address(request)
         refusal = hub.pending_refusal(address)
         if refusal is not None:
             hub.refused_pending += 1
@@ -103,6 +104,7 @@ class WebSocketServer:
                 lambda task_status: serve_websockets(
                     self._handle, host=self.host, port=self.port,
                     select_subprotocol=self._choose, admit=self._admit, limits=self.limits,
+                    reuse_port=self.reuse_port,
                     handler_nursery=nursery, task_status=task_status,
                 )
             )

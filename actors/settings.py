@@ -17,6 +17,7 @@ class RealtimeSettings:
     login_timeout_ms: int = 5_000  # WEBSOCKET_LOGIN_TIMEOUT: upgrade to welcome
     prelogin_max: int = 100  # sockets waiting to log in, node-wide (WEBSOCKET_PRELOGIN_SHARE)
     prelogin_per_address: int = 20  # WEBSOCKET_PRELOGIN_PER_ADDRESS
+    trusted_proxies: str = ""  # TRUSTED_PROXIES: whose X-Forwarded-For names the client
 
     @property
     def heartbeat_interval(self) -> float:

@@ -71,6 +71,7 @@ from sinal.api.write_routes import register_writes
 from sinal.domain.audit import AuditLog
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
+from sinal.domain.ratelimit import RateLimiter, client_address, trusted_networks
 
 log = logging.getLogger("sinal.api")
 
@@ -123,7 +124,10 @@ class _NoSessions(SessionInterface):
 
 
 def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator,
-               realtime: RealtimeView, stats: RequestStats, audit: AuditLog) -> QuartTrio:
+               realtime: RealtimeView, stats: RequestStats, audit: AuditLog,
+               limiter: RateLimiter | None = None) -> QuartTrio:
+    """`limiter`: the REST budgets (default: this process's own; the node passes the
+    cluster's, in Redis, when it has one)."""
     app = QuartTrio("sinal")
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False,
                       JSON_SORT_KEYS=False)
@@ -131,8 +135,9 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     # `/api//x` names no route (404), rather than a redirect to `/api/x` (a werkzeug
     # response the answer hooks cannot handle)
     app.url_map.merge_slashes = False
-    api = ApiContext.build(app, settings, db, authenticator, realtime, stats, audit)
+    api = ApiContext.build(app, settings, db, authenticator, realtime, stats, audit, limiter)
     throttle = _AuditThrottle(RATE_LIMIT_AUDIT_SECONDS)
+    proxies = trusted_networks(settings.trusted_proxies)
     app.extensions["sinal"] = api
     origins = settings.allowed_origins
 
@@ -153,7 +158,8 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
         if not request.path.startswith("/api/"):
             return None
         g.claims = None
-        key = f"ip:{request.remote_addr}"
+        key = "ip:" + client_address(request.remote_addr or "local",
+                                     request.headers.get("X-Forwarded-For"), proxies)
         try:
             g.claims = bearer_claims(api.auth.tokens, request.headers.get("Authorization"))
             key = f"user:{g.claims.user_id}"

@@ -67,7 +67,8 @@ class ApiContext:
     @classmethod
     def build(cls, app: QuartTrio, settings: ApiSettings, db: Database,
               authenticator: Authenticator, realtime: RealtimeView,
-              stats: RequestStats, audit: AuditLog) -> ApiContext:
+              stats: RequestStats, audit: AuditLog,
+              limiter: RateLimiter | None = None) -> ApiContext:
         async def sequence() -> int:
             return await db.run(lambda conn: sequence_changes(conn, SEQUENCE_ALL))
 
@@ -81,7 +82,8 @@ class ApiContext:
             db=db,
             auth=authenticator,
             realtime=realtime,
-            limiter=RateLimiter(settings.rate_limit_per_minute, clock=trio.current_time),
+            limiter=limiter or RateLimiter(settings.rate_limit_per_minute,
+                                           clock=trio.current_time),
             responses=responses,
             fence=fence,
             stats=stats,

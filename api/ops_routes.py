@@ -57,7 +57,8 @@ def register_ops(api: ApiContext) -> None:
     async def realtime_metrics() -> Response:
         await api.caller()
         return api.json({
-            "activeConnections": realtime.active_connections(),
+            "activeConnections": realtime.cluster_connections(),
+            "nodeConnections": realtime.active_connections(),
             **api.stats.snapshot(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })

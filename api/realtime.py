@@ -56,6 +56,16 @@ class RealtimeView(TopicPositions, Protocol):
         """WebSocket sockets upgraded on this node that have not logged in yet."""
         ...
 
+    def cluster_connections(self) -> int:
+        """Open WebSocket sessions on every node and worker (the Redis registry; this
+        node's own count when there is no Redis)."""
+        ...
+
+    def cluster_state(self) -> str:
+        """Cluster state in Redis: "ok", "degraded" (configured, not answering: local
+        budgets meanwhile) or "none" (no Redis configured)."""
+        ...
+
     def listener_status(self) -> dict[str, Any] | None:
         """The listener's own description (position, lag, ...), None before it exists."""
         ...

@@ -19,3 +19,4 @@ class ApiSettings:
     smart_polling: bool = True  # ENABLE_SMART_POLLING: ETags and 304s
     max_connections: int = 1000  # MAX_CONCURRENT_CONNECTIONS (health judges against it)
     development: bool = False  # SINAL_ENV=development: the demo login of the pages exists
+    trusted_proxies: str = ""  # TRUSTED_PROXIES: whose X-Forwarded-For names the client

@@ -139,6 +139,7 @@ def health_report(realtime: RealtimeView, stats: RequestStats, max_connections: 
         "uptime": round(realtime.uptime(), 3),
         "memoryUsage": {"maxRssMb": peak_memory_mb(), "rssMb": resident_memory_mb()},
         "listener": realtime.listener_status(),
+        "cluster": realtime.cluster_state(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     metrics["healthy"] = (

@@ -64,18 +64,22 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     from sinal.domain.tokens import mint_token
     from sinal.node.wiring import Node, prepare_database, resolve_jwt_secret
+    from sinal.node.workers import worker_count
 
+    workers = worker_count(args.workers if args.workers is not None else config.sinal_workers)
     prepared = prepare_database(config)
     try:
         config = resolve_jwt_secret(config)
         redis_warning = _check_redis(config)
         if redis_warning:
             print(f"sinal serve: {redis_warning}", file=sys.stderr, flush=True)
+        if workers > 1:
+            return _serve_workers(args, config, prepared.url, workers)
 
         async def main() -> None:
             node = Node(config, prepared.url)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(_stop_on_signal, node, nursery.cancel_scope)
                 await nursery.start(node.run)
                 token_line = ""
                 if config.development:
@@ -114,17 +118,57 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _stop_on_signal(scope: object) -> None:
-    """SIGTERM (Procfile, Docker) and SIGINT stop the node gracefully."""
+def _serve_workers(args: argparse.Namespace, config: Config, database_url: str,
+                   count: int) -> int:
+    """The parent of `--workers N` (node/workers.py): reserve both ports, run the workers."""
+    import os
+    import socket
+
+    from sinal.node.workers import WorkersFailed, reserve_port, run_workers, worker_command
+
+    held = [reserve_port(config.sinal_host, config.http_port),
+            reserve_port(config.sinal_host, config.websocket_port)]
+    try:
+        http_port, ws_port = (s.getsockname()[1] for s in held)
+        env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": config.jwt_secret,
+               "HTTP_PORT": str(http_port), "WEBSOCKET_PORT": str(ws_port),
+               "SINAL_REUSE_PORT": "true", "SINAL_WORKERS": "1"}
+        base = config.sinal_node_id or f"{socket.gethostname()}-{os.getpid()}"
+        print(f"Sinal: {count} workers ({base}-w0..w{count - 1})\n"
+              f"  http       http://{config.sinal_host}:{http_port}\n"
+              f"  websocket  ws://{config.sinal_host}:{ws_port}/ws\n"
+              f"  database   {mask_url(database_url)}", flush=True)
+
+        def say(line: str) -> None:
+            print(f"sinal serve: {line}", file=sys.stderr, flush=True)
+
+        try:
+            run_workers(count, base_node_id=base, env=env,
+                        command=worker_command(args.env_file, bool(args.verbose)),
+                        drain_seconds=config.sinal_drain_timeout / 1000, on_event=say)
+        except WorkersFailed as exc:
+            say(str(exc))
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            pass
+    finally:
+        for sock in held:
+            sock.close()
+    return 0
+
+
+async def _stop_on_signal(node: Any, scope: object) -> None:
+    """SIGTERM (Procfile, Docker) and SIGINT stop the node gracefully: it drains first
+    (readiness false, then server_shutdown to every socket: Node.drain)."""
     import signal
 
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal %s: shutting down", signal.Signals(signum).name)
+            log.info("signal %s: draining, then shutting down", signal.Signals(signum).name)
             assert isinstance(scope, trio.CancelScope)
-            scope.cancel()
+            await node.drain(scope)
             return
 
 
@@ -227,6 +271,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         if cluster:
             print(f"cluster: {cluster.get('connections')} connections on "
                   f"{len(cluster.get('nodes') or {})} node(s) (Redis registry)")
+            for name, fields in sorted((cluster.get("nodes") or {}).items()):
+                print(f"  node {name}: {fields.get('connections', '?')} connections, "
+                      f"pid {fields.get('pid', '?')}, position {fields.get('position', '?')}, "
+                      f"http {fields.get('http', '?')}")
         realtime = tree.get("realtime") or {}
         if realtime:
             print(f"connections: {realtime.get('connections')} "
@@ -252,6 +300,18 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _workers_argument(text: str) -> int:
+    from sinal.node.config import SETTINGS
+
+    parse = next(s.parse for s in SETTINGS if s.name == "SINAL_WORKERS")
+    try:
+        value: int = parse("--workers", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.value!r}: expected {exc.expected} "
+                                         "or auto") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sinal",
@@ -269,13 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    serve = sub.add_parser(
         "serve", parents=[common],
         help="run a node: migrations, HTTP (HTTP_PORT) and WebSocket (WEBSOCKET_PORT)",
         description="Apply migrations and run a node. Without DATABASE_URL, starts the "
         "embedded PostgreSQL (data in SINAL_DATA_DIR/postgres), or shares the one that "
         "already runs there.",
     )
+    serve.add_argument("--workers", type=_workers_argument, default=None, metavar="N",
+                       help="worker processes sharing both ports (SO_REUSEPORT), each a "
+                       "full node; `auto`: one per core (default: SINAL_WORKERS, 1)")
     sub.add_parser("migrate", parents=[common], help="apply the SQL migrations and exit")
     sim = sub.add_parser("simulate", parents=[common],
                          help="write realistic procurement traffic into the database")

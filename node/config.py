@@ -104,6 +104,30 @@ def _host(name: str, raw: str) -> str:
     return value
 
 
+def _workers(name: str, raw: str) -> int:
+    """A number of worker processes, or `auto` (0 here: one per core, node/workers.py)."""
+    text = raw.strip().lower()
+    if text == "auto":
+        return 0
+    return _int_parser(1, 256)(name, raw)
+
+
+def _proxies(name: str, raw: str) -> str:
+    """Comma-separated IP addresses or networks (CIDR); empty: trust no proxy."""
+    import ipaddress
+
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(name, raw, "comma-separated IP addresses or networks "
+                              "like 127.0.0.1,10.0.0.0/8") from None
+    return raw.strip()
+
+
 _PORT = _int_parser(0, 65535)
 _MS = _int_parser(1, 86_400_000, " of milliseconds")
 
@@ -187,6 +211,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SINAL_RETENTION_HOURS", "168", _int_parser(0, 876_000),
             "hours of change log, delivered notifications, metrics and closed-socket rows "
             "kept (0: keep everything)"),
+    Setting("SINAL_WORKERS", "1", _workers,
+            "worker processes of `sinal serve` sharing both ports (`auto`: one per core); "
+            "`--workers` overrides"),
+    Setting("SINAL_REUSE_PORT", "false", _parse_bool,
+            "listen with SO_REUSEPORT so several processes share the ports (set for "
+            "every worker of `--workers`)"),
+    Setting("SINAL_DRAIN_TIMEOUT", "1000", _int_parser(0, 600_000, " of milliseconds"),
+            "on SIGTERM, ms during which readiness answers 503 before sockets are closed "
+            "with server_shutdown"),
+    Setting("TRUSTED_PROXIES", "", _proxies,
+            "addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is "
+            "believed; empty: the peer address is the client"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -283,6 +319,10 @@ class Config:
     sinal_node_id: str = ""
     sinal_redis_prefix: str = "sinal:"
     sinal_retention_hours: int = 168
+    sinal_workers: int = 1
+    sinal_reuse_port: bool = False
+    sinal_drain_timeout: int = 1000
+    trusted_proxies: str = ""
     # Names of the settings that were given explicitly (not defaults).
     explicit: frozenset[str] = field(default_factory=frozenset)
     # What a relative SINAL_DATA_DIR is resolved against (module docstring): the project

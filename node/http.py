@@ -60,6 +60,7 @@ def api_settings(config: Config, node_id: str) -> ApiSettings:
         smart_polling=config.enable_smart_polling,
         max_connections=config.max_concurrent_connections,
         development=config.development,
+        trusted_proxies=config.trusted_proxies,
     )
 
 
@@ -90,7 +91,7 @@ class NodeRealtime:
         await waiting.wait_head(position)
 
     def ready(self) -> bool:
-        return self.node.ready.is_set()
+        return self.node.ready.is_set() and not self.node.draining
 
     def listening(self) -> bool:
         listener = self.node.listener
@@ -103,6 +104,14 @@ class NodeRealtime:
     def pending_connections(self) -> int:
         hub = self.node.hub
         return hub.pending if hub is not None else 0
+
+    def cluster_connections(self) -> int:
+        cluster = self.node.cluster
+        return cluster.cluster_connections() if cluster is not None \
+            else self.active_connections()
+
+    def cluster_state(self) -> str:
+        return self.node.cluster_state()
 
     def listener_status(self) -> dict[str, Any] | None:
         listener = self.node.listener
@@ -293,7 +302,7 @@ def build_app(node: Node) -> QuartTrio:
 
     assert node.db is not None and node.authenticator is not None and node.audit is not None
     return create_app(api_settings(node.config, node.node_id), node.db, node.authenticator,
-                      NodeRealtime(node), node.http_stats, node.audit)
+                      NodeRealtime(node), node.http_stats, node.audit, node.rest_limiter)
 
 
 async def serve_http(node: Node, *,
@@ -301,6 +310,13 @@ async def serve_http(node: Node, *,
     """Hypercorn on SINAL_HOST:HTTP_PORT; `node.http_url` once bound."""
     hconfig = HypercornConfig()
     hconfig.bind = [f"{node.config.sinal_host}:{node.config.http_port}"]
+    if node.config.sinal_reuse_port:
+        # a worker of `--workers N` (node/workers.py): the port is shared with SO_REUSEPORT,
+        # which this socket sets before bind; hypercorn takes it over by file descriptor
+        from sinal.node.workers import reserve_port
+
+        sock = reserve_port(node.config.sinal_host, node.config.http_port)
+        hconfig.bind = [f"fd://{sock.detach()}"]
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.graceful_timeout = 3

@@ -21,6 +21,7 @@ def realtime_settings(config: Config) -> RealtimeSettings:
         prelogin_max=max(1, config.max_concurrent_connections
                          * config.websocket_prelogin_share // 100),
         prelogin_per_address=config.websocket_prelogin_per_address,
+        trusted_proxies=config.trusted_proxies,
     )
 
 

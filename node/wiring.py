@@ -63,6 +63,7 @@ from sinal.domain.aggregates import DashboardSource, utc_now
 from sinal.domain.catalogue import LOG_TOPICS, NOTIFICATION_TOPIC
 from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
+from sinal.domain.ratelimit import SharedRateLimiter
 from sinal.engine.dynamic import DynamicSupervisor
 from sinal.engine.log import event
 from sinal.engine.registry import Registry
@@ -199,6 +200,11 @@ class Node:
     aggregates: AggregatesActor | None = None
     # what the HTTP side reads of the aggregates (read-only; domain.aggregates)
     dashboard: DashboardSource | None = None
+    # SIGTERM: readiness answers 503 from here on, before the tree stops (drain())
+    draining: bool = False
+    # the cluster's budgets in Redis (None without Redis: each process its own)
+    rest_limiter: SharedRateLimiter | None = None
+    ws_limiter: SharedRateLimiter | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -215,6 +221,35 @@ class Node:
 
     def status_tree(self) -> dict[str, Any]:
         return node_http.status_tree(self)
+
+    def cluster_state(self) -> str:
+        """"none" without Redis; "degraded" while the budgets fall back to local ones or
+        the registry cannot publish; else "ok"."""
+        if not self.config.effective_redis_url:
+            return "none"
+        limiters = [x for x in (self.rest_limiter, self.ws_limiter) if x is not None]
+        if any(limiter.degraded for limiter in limiters):
+            return "degraded"
+        if self.cluster is not None and not self.cluster.healthy:
+            return "degraded"
+        return "ok"
+
+    def _shared_limiters(self, redis_url: str) -> None:
+        """Rate budgets for the whole cluster: one Redis connection per kind (a charge is
+        one Lua round trip with a short timeout; domain/ratelimit.py)."""
+        import redis
+
+        per_minute = self.config.rate_limit_requests_per_minute
+        prefix = self.config.sinal_redis_prefix
+
+        def client() -> Any:
+            return redis.Redis.from_url(redis_url, socket_timeout=0.25,
+                                        socket_connect_timeout=0.25)
+
+        self.rest_limiter = SharedRateLimiter(per_minute, client(), prefix=prefix + "rest:",
+                                              clock=trio.current_time)
+        self.ws_limiter = SharedRateLimiter(per_minute, client(), prefix=prefix + "ws:",
+                                            clock=trio.current_time)
 
     # --- children ----------------------------------------------------------------------------
 
@@ -246,6 +281,9 @@ class Node:
         topics[NOTIFICATION_TOPIC] = Topic(
             NOTIFICATION_TOPIC, ring_size=settings.ring_size, registry=registry,
             render=render_notification, on_offered=mark_offered(presence))
+        redis_url = config.effective_redis_url
+        if redis_url:
+            self._shared_limiters(redis_url)
         users = topics["user_changed"]
         self.authenticator = Authenticator(db, config.jwt_secret, lambda: users.version)
         aggregates = self.aggregates = AggregatesActor(
@@ -254,7 +292,7 @@ class Node:
         self.dashboard = aggregates
         hub = self.hub = Hub(settings, db, self.node_id, self.authenticator, topics,
                              registry=registry, presence=presence, audit=self.audit,
-                             dashboard=aggregates)
+                             dashboard=aggregates, rate_limiter=self.ws_limiter)
         producer = NotificationProducer(db, registry=registry)
         guard = SessionGuard(hub)
         # every change the listener reads goes to these too (by registered name)
@@ -265,16 +303,17 @@ class Node:
         self.delivery_watch = DeliveryWatch(db, self.delivery_check_interval,
                                             registry=registry)
         self.housekeeping = Housekeeping(db, config.sinal_retention_hours, registry=registry)
-        redis_url = config.effective_redis_url
         if redis_url:
             self.cluster = ClusterPresence(
                 hub, redis_url, prefix=config.sinal_redis_prefix,
                 interval=self.cluster_interval,
                 describe=lambda: {"http": self.http_url, "websocket": self.websocket_url,
+                                  "pid": os.getpid(),
                                   "position": self.listener.position if self.listener else 0})
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
-                                         port=config.websocket_port, limits=self.ws_limits)
+                                         port=config.websocket_port, limits=self.ws_limits,
+                                         reuse_port=config.sinal_reuse_port)
         topic_supervisor = Supervisor(
             "topics", [ChildSpec.of(topic) for topic in topics.values()],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10),
@@ -322,6 +361,17 @@ class Node:
              ChildSpec.of(realtime)],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=30),
         )
+
+    async def drain(self, scope: trio.CancelScope) -> None:
+        """A graceful stop (SIGTERM): readiness turns false first, so a load balancer that
+        polls /health/ready stops sending new clients here; SINAL_DRAIN_TIMEOUT later the
+        tree stops, and every socket gets `server_shutdown` (4501) and reconnects
+        elsewhere (the client library adds jitter)."""
+        self.draining = True
+        event(log, "node_draining", node=self.node_id,
+              seconds=self.config.sinal_drain_timeout / 1000)
+        await trio.sleep(self.config.sinal_drain_timeout / 1000)
+        scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
                   ) -> None:

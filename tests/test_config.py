@@ -141,3 +141,21 @@ def test_readme_configuration_table_lists_every_setting() -> None:
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     assert settings_table_markdown() in readme
+
+
+def test_workers_and_trusted_proxies_settings() -> None:
+    from sinal.node.workers import worker_count
+
+    config = load_config({"SINAL_WORKERS": "auto", "TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"},
+                         env_file=None)
+    assert config.sinal_workers == 0 and worker_count(0) >= 1
+    assert worker_count(load_config({"SINAL_WORKERS": "3"}, env_file=None).sinal_workers) == 3
+    for name, raw, expected in (("SINAL_WORKERS", "0", "between 1 and 256"),
+                                ("SINAL_WORKERS", "many", "between 1 and 256"),
+                                ("TRUSTED_PROXIES", "nginx", "IP addresses or networks")):
+        try:
+            load_config({name: raw}, env_file=None)
+        except ConfigError as exc:
+            assert exc.name == name and expected in str(exc)
+        else:
+            raise AssertionError(f"{name}={raw} was accepted")

@@ -10,7 +10,9 @@ connection's writer task and closes the connection when the handler is done.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket as stdlib_socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
@@ -28,6 +30,7 @@ from sinal.websocket.handshake import (
 __all__ = [
     "ConnectionHandler",
     "listener_port",
+    "open_reuse_port_listeners",
     "run_websocket",
     "serve_websockets",
 ]
@@ -78,6 +81,7 @@ async def serve_websockets(
     max_handshake_bytes: int = 16 * 1024,
     limits: ConnectionLimits | None = None,
     backlog: int | None = None,
+    reuse_port: bool = False,
     handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -88,9 +92,14 @@ async def serve_websockets(
     ``admit`` may raise :class:`Refuse` (e.g. 503 when the pool is full) before
     the 101. Start with ``listeners = await nursery.start(serve_websockets, ...)``;
     :func:`listener_port` gives the bound port. Connection tasks live in
-    ``handler_nursery`` if given, else in a nursery of their own.
+    ``handler_nursery`` if given, else in a nursery of their own. With
+    ``reuse_port`` the listening sockets set SO_REUSEPORT, so several processes
+    can listen on the same port and the kernel spreads connections among them.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if reuse_port:
+        listeners = await open_reuse_port_listeners(port, host=host, backlog=backlog)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
 
     async def serve_one(stream: trio.SocketStream) -> None:
         try:
@@ -114,6 +123,37 @@ async def serve_websockets(
     await trio.serve_listeners(
         serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
     )
+
+
+async def open_reuse_port_listeners(port: int, *, host: str = "127.0.0.1",
+                                    backlog: int | None = None) -> list[trio.SocketListener]:
+    """TCP listeners on ``host:port`` with SO_REUSEADDR and SO_REUSEPORT set before bind
+    (``trio.open_tcp_listeners`` sets only the former): one per address ``host``
+    resolves to."""
+    if not hasattr(stdlib_socket, "SO_REUSEPORT"):  # pragma: no cover - not Linux/BSD
+        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this system")
+    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM,
+                                          flags=stdlib_socket.AI_PASSIVE)
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+                if family == stdlib_socket.AF_INET6:
+                    sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(backlog if backlog is not None else 0xFFFF)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 def listener_port(listeners: Sequence[trio.SocketListener]) -> int:
