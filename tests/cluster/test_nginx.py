@@ -111,8 +111,10 @@ async def test_rest_websocket_and_forwarded_for_through_nginx(
 
         # the WebSocket upgrade and live updates through nginx
         start = await trio.to_thread.run_sync(log_head, db_url)
-        token = token_for(users["admin@sinal.dev"])
-        clients = [ResumingClient(cluster.ws_url, token, start) for _ in range(4)]
+        # two users (the budget above is 3 frames a minute per user, cluster-wide): each
+        # subscribes twice, once per node
+        tokens = [token_for(users[email]) for email in ("admin@sinal.dev", "fabio@sinal.dev")]
+        clients = [ResumingClient(cluster.ws_url, tokens[i % 2], start) for i in range(4)]
         writers = Writers(db_url, threads=2, rows=30)
         done = trio.Event()
         async with trio.open_nursery() as nursery:
