@@ -5,7 +5,10 @@ Its inbox carries two kinds of message, handled one at a time in order:
   positions (since, up_to]. For every change the topic builds the `data_update` frame at
   most once per wire encoding (the WebSocket frame bytes are identical for every socket)
   and offers the same bytes to every subscription whose filter matches. Subscriptions with
-  equal filters form one group: the filter runs once per group, not once per socket.
+  equal filters form one group: the filter runs once per group, not once per socket, and
+  only for the groups whose filters pin a key the change carries (or pin none): the
+  groups are routed by key (`FilterIndex`, domain/routing.py), so a notification costs one
+  evaluation however many users are connected.
 - `SubscribeRequest` from a connection: join the live set when nothing is owed after the
   subscriber's `since`; otherwise answer what is owed -- a `Replay` of ring entries, or,
   when `since` is older than the ring, a `CatchUp` that the caller reads from the change
@@ -41,6 +44,7 @@ import trio
 
 from sinal.domain.access import RowFilter
 from sinal.domain.changes import Change
+from sinal.domain.routing import FilterIndex
 from sinal.engine.actor import Actor
 from sinal.engine.registry import Registry
 from sinal.protocol import DataUpdate, Encoding, encode
@@ -171,6 +175,7 @@ class Topic(Actor[TopicMessage]):
         self.ring: deque[_Entry] = deque(maxlen=ring_size)
         self.ring_floor = head  # the ring holds every change of this topic after this
         self.groups: dict[RowFilter, list[Subscription]] = {}
+        self.index = FilterIndex()  # the groups' filters by the keys they pin
         self.subscribers = 0
         self.frames_out = 0
         self.encodes = 0
@@ -243,7 +248,11 @@ class Topic(Actor[TopicMessage]):
             if owed:
                 return Replay(entries=owed, until=self.head)
         sub = Subscription(sink, self.topic, row_filter, last_position=max(start, self.head))
-        self.groups.setdefault(row_filter, []).append(sub)
+        group = self.groups.get(row_filter)
+        if group is None:
+            group = self.groups[row_filter] = []
+            self.index.add(row_filter)
+        group.append(sub)
         self.subscribers += 1
         return Joined(sub, self.head)
 
@@ -260,6 +269,7 @@ class Topic(Actor[TopicMessage]):
         self.subscribers -= 1
         if not group:
             del self.groups[sub.filter]
+            self.index.remove(sub.filter)
 
     # --- fan-out -----------------------------------------------------------------------
 
@@ -288,20 +298,29 @@ class Topic(Actor[TopicMessage]):
             self._head_lot.unpark_all()
 
     def _fan_out(self, entries: list[_Entry]) -> None:
-        """One write per subscriber per batch: the frames a group's filter matches are
-        joined once per encoding, and those same bytes go to every member of the group.
-        Under load batches grow, so the cost per change falls as the rate rises."""
+        """Route each change to the groups whose filters it matches (`FilterIndex`: only
+        the groups that pin one of its keys, and those that pin none, are evaluated), then
+        make one write per subscriber per batch: the frames a group matched are joined once
+        per encoding, and those same bytes go to every member of the group. Under load
+        batches grow, so the cost per change falls as the rate rises."""
+        matching = self.index.matching
+        by_group: dict[RowFilter, list[_Entry]] = {}
+        for entry in entries:
+            change = entry.change
+            for row_filter in matching(change.new_row, change.old_row, change.op):
+                matched = by_group.get(row_filter)
+                if matched is None:
+                    by_group[row_filter] = [entry]
+                else:
+                    matched.append(entry)
         dropped: list[Subscription] = []
         on_offered = self.on_offered
-        for row_filter, subs in self.groups.items():
-            matched = [e for e in entries
-                       if row_filter.matches(e.change.new_row, e.change.old_row, e.change.op)]
-            if not matched:
-                continue
+        groups = self.groups
+        for row_filter, matched in by_group.items():
             first = matched[0].change.position
             last = matched[-1].change.position
             joined: dict[Encoding, bytes] = {}
-            for sub in subs:
+            for sub in groups[row_filter]:
                 if not sub.active:
                     continue  # left; its Unsubscribe is on the way
                 encoding = sub.sink.encoding
@@ -334,6 +353,7 @@ class Topic(Actor[TopicMessage]):
         """Drop every subscription and tell its sink (after a crash: nothing is trusted)."""
         subs = [s for group in self.groups.values() for s in group if s.active]
         self.groups.clear()
+        self.index.clear()
         self.subscribers = 0
         for sub in subs:
             sub.active = False
