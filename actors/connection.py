@@ -36,7 +36,8 @@ from sinal.domain.access import AccessError, RowFilter, subscription_filter
 from sinal.domain.audit import AuditEvent
 from sinal.domain.catalogue import LOG_TOPICS, METRICS_TOPIC, NOTIFICATION_TOPIC
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
-from sinal.domain.principals import AuthError, Principal
+from sinal.domain.db import DB_SCOPE
+from sinal.domain.principals import AuthError, Principal, SessionStart, release_kept
 from sinal.domain.tokens import Claims, TokenError
 from sinal.engine.actor import Actor
 from sinal.engine.log import WS_LOGGER, event
@@ -126,6 +127,7 @@ class ConnectionActor(Actor[Control]):
         remote = request.remote if request else None
         self.address = remote.rsplit(":", 1)[0].strip("[]") if remote else "local"
         self._pending = False  # counted among the sockets waiting to log in
+        self.known_head = 0  # a change log head read from the database (at connect)
 
     # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---
 
@@ -147,6 +149,7 @@ class ConnectionActor(Actor[Control]):
 
     async def main(self) -> None:
         """Serve the socket until it closes. The transport's writer must already run."""
+        DB_SCOPE.set("websocket")  # this task's queries (and its children's) count apart
         try:
             refusal = self.hub.pending_refusal(self.address)
             if refusal is not None:  # checked at the upgrade too; this is the strict check
@@ -212,21 +215,25 @@ class ConnectionActor(Actor[Control]):
         frame and its authentication. Every failure closes the socket."""
         settings = self.hub.settings
         with trio.move_on_after(settings.login_timeout) as scope:
-            principal, ref = await self._login()
+            start, ref = await self._login()
         if scope.cancelled_caught:
             await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
                              f"not logged in within {settings.login_timeout_ms} ms")
             return False
-        if principal is None:
+        if start is None:
             return False
+        principal = start.principal
+        assert principal is not None
         if self.hub.active_connections >= settings.max_connections:
             self.hub.refused_total += 1
+            await self._release_kept(start)
             await self.close(ErrorCode.POOL_FULL, "MAX_CONCURRENT_CONNECTIONS reached")
             return False
         self._settle_pending()
         assert self.claims is not None
         self.principal = principal
         self.user_id = principal.user_id
+        self.known_head = start.head
         welcome = Welcome(
             session_id=self.session_id,
             server_time=int(time.time() * 1000),
@@ -251,14 +258,31 @@ class ConnectionActor(Actor[Control]):
             )
         event(ws_log, "ws_connect", session=self.session_id, user=principal.user_id,
               role=principal.role, remote=request.remote if request else None)
-        # notifications flow to every connection of the user without a subscribe
-        await self._subscribe_topic(NOTIFICATION_TOPIC, None, None)
-        await self._deliver_kept_notifications()
+        # The kept notifications first (older), then every notification after the head
+        # read in the same snapshot: those not taken now are published after that head.
+        self._offer_kept(start)
+        await self._subscribe_topic(NOTIFICATION_TOPIC, None, start.head)
         return True
 
-    async def _login(self) -> tuple[Principal | None, Any]:
-        """Read `connect` and authenticate it: the principal and the frame's ref, or
-        (None, None) once the socket has been closed with the reason."""
+    def _offer_kept(self, start: SessionStart) -> None:
+        from sinal.actors.notifications import kept_frames
+
+        for frame in kept_frames(start.kept, self.encoding):
+            if not self.ws.offer(frame):
+                break
+
+    async def _release_kept(self, start: SessionStart) -> None:
+        ids = [int(row["id"]) for row in start.kept]
+        if ids:
+            try:
+                await self.hub.db.run(lambda conn: release_kept(conn, ids))
+            except psycopg.Error as exc:
+                log.warning("%s: could not give back %d kept notifications: %s",
+                            self.name, len(ids), exc)
+
+    async def _login(self) -> tuple[SessionStart | None, Any]:
+        """Read `connect` and authenticate it: the session's start (one round trip) and the
+        frame's ref, or (None, None) once the socket has been closed with the reason."""
         frame = await self.ws.receive()
         self.last_seen = trio.current_time()
         received = self.session.receive(frame)
@@ -271,7 +295,7 @@ class ConnectionActor(Actor[Control]):
         try:
             # the user is read afresh: a session is long, memory may lag the database
             self.claims = auth.tokens.claims(received.token)
-            principal = await auth.principal(self.claims, user_id=received.user_id, fresh=True)
+            start = await auth.start_session(self.claims, user_id=received.user_id)
         except TokenError as exc:
             self._audit(exc.code, reason=str(exc),
                         claimed=self.claims.user_id if self.claims else None)
@@ -283,7 +307,7 @@ class ConnectionActor(Actor[Control]):
             log.warning("cannot authenticate %s: database unavailable: %s", self.session_id, exc)
             await self.close(ErrorCode.INTERNAL_ERROR, "database unavailable, retry later")
             return None, None
-        return principal, received.ref
+        return start, received.ref
 
     # --- receiving ---------------------------------------------------------------------
 
@@ -384,8 +408,9 @@ class ConnectionActor(Actor[Control]):
         old = self.subscriptions.pop(name, None)
         if old is not None:
             topic.leave(old)
-        if since is not None and since > topic.head:
-            head = await self.hub.db.run(head_position)
+        if since is not None and since > max(topic.head, self.known_head):
+            # the client knows of a change this node has not read yet: ask the database
+            head = self.known_head = await self.hub.db.run(head_position)
             if since > head:
                 self._send(Resync(topic=name, offset=topic.head, reason="offset_ahead"))
                 return
@@ -455,11 +480,6 @@ class ConnectionActor(Actor[Control]):
             self.hub.topics[name].leave(sub)
         self.subscriptions.clear()
         self.hub.metrics_sinks.discard(self)
-
-    async def _deliver_kept_notifications(self) -> None:
-        from sinal.actors.notifications import deliver_kept
-
-        await deliver_kept(self)
 
     # --- control -----------------------------------------------------------------------
 

@@ -24,8 +24,10 @@ queues (never blocks). A message per socket per change would cost 2-4x the CPU
 that refuses a frame (its outbox is full) is a slow consumer; its subscription ends at
 once and the topic reports it with `Sink.lagged(subscription)`, which only posts a message
 to the connection's inbox; the connection decides (resync or close). A slow socket never
-slows the topic or anyone else. Unsubscribing marks the subscription inactive at once
-(fan-out skips it) and posts an `Unsubscribe` to drop it.
+slows the topic or anyone else. Unsubscribing (`Topic.leave`) drops the subscription at
+once, in the caller's task: the topic's handlers never yield in the middle of their work
+(publishing and deciding a subscription are synchronous), so the group lists cannot change
+under them, and a closed connection is referenced by no topic the moment it leaves.
 
 The ring holds every change of the topic after `ring_floor`. The topic learns where it
 stands from the batches alone: a batch that starts after the topic's head (the node
@@ -95,12 +97,7 @@ class SubscribeRequest:
     result: Joined | Replay | CatchUp | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    subscription: Subscription
-
-
-TopicMessage = TopicBatch | SubscribeRequest | Unsubscribe
+TopicMessage = TopicBatch | SubscribeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +197,11 @@ class Topic(Actor[TopicMessage]):
     async def handle(self, message: TopicMessage) -> None:
         if isinstance(message, TopicBatch):
             self.publish(message)
-        elif isinstance(message, SubscribeRequest):
+        else:
             try:
                 message.result = self.subscribe(message.sink, message.filter, message.since)
             finally:
                 message.done.set()
-        else:
-            self.unsubscribe(message.subscription)
 
     async def main(self) -> None:
         try:
@@ -226,11 +221,9 @@ class Topic(Actor[TopicMessage]):
         return request.result
 
     def leave(self, sub: Subscription) -> None:
-        """Called by the subscriber: stop at once (fan-out skips it), drop it soon."""
-        if sub.active:
-            sub.active = False
-            if not self.ref.try_send(Unsubscribe(sub)):
-                self.unsubscribe(sub)  # inbox full: drop it here and now
+        """Called by the subscriber: the subscription is dropped at once (synchronous, no
+        checkpoint: safe from any task, see the module's docstring)."""
+        self.unsubscribe(sub)
 
     # --- subscriptions (synchronous: no checkpoint inside) -----------------------------
 
@@ -322,7 +315,7 @@ class Topic(Actor[TopicMessage]):
             joined: dict[Encoding, bytes] = {}
             for sub in groups[row_filter]:
                 if not sub.active:
-                    continue  # left; its Unsubscribe is on the way
+                    continue  # a guard: a subscription leaves its group as it ends
                 encoding = sub.sink.encoding
                 if sub.last_position < first:
                     items = matched

@@ -14,6 +14,13 @@ the `user_changed` topic when it was read (a callable the composition root provi
 any change to any user makes every entry stale (users change rarely; requests are many).
 So a 304 answer touches no database, and a user who is deactivated or changes role is
 seen as such as soon as this node has read the change.
+
+SESSIONS. A WebSocket session is long, so it starts from the database's word, never from
+memory (which may lag the database by the listener's lag): `Authenticator.start_session`
+reads the user afresh. It is the connect path's one round trip: a single statement
+(`load_session`) reads the user, takes the notifications kept for them (marking them
+delivered) and reads the change log's head, all from one snapshot. The principal read
+refreshes the cache like any lookup.
 """
 
 from __future__ import annotations
@@ -66,6 +73,70 @@ def load_principal(conn: psycopg.Connection[Any], user_id: str) -> Principal | N
     if not values["is_active"]:
         return None
     return Principal(str(values["id"]), str(values["role"]), values["dept"])
+
+
+# One statement, one snapshot: the user; the notifications kept for them (only when the user
+# is active), marked delivered; the change log's head. One result row per kept
+# notification, or one row with null notification columns when there is none.
+_SESSION = """
+WITH u AS (
+    SELECT id::text AS id, role, is_active, department_id::text AS dept
+      FROM users WHERE id = %(user)s
+), taken AS (
+    UPDATE notifications SET delivered_at = now()
+     WHERE id IN (SELECT id FROM notifications
+                   WHERE user_id = %(user)s AND delivered_at IS NULL
+                     AND EXISTS (SELECT 1 FROM u WHERE u.is_active)
+                   ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, message, action, sound, created_at
+)
+SELECT u.id AS user_id, u.role, u.is_active, u.dept, h.position AS head,
+       t.id, t.kind, t.message, t.action, t.sound, t.created_at
+  FROM change_log_head AS h
+  LEFT JOIN u ON true
+  LEFT JOIN taken AS t ON true
+ ORDER BY t.id
+"""
+
+KEPT_LIMIT = 500  # kept notifications handed out at one connect
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """What a WebSocket session starts from, read in one snapshot: the principal (None:
+    unknown or inactive), the notifications kept for the user (now marked delivered,
+    oldest first) and the change log's head."""
+
+    principal: Principal | None
+    kept: tuple[dict[str, Any], ...]
+    head: int
+
+
+def load_session(conn: psycopg.Connection[Any], user_id: str,
+                 limit: int = KEPT_LIMIT) -> SessionStart:
+    """The connect path's one statement (see `_SESSION`)."""
+    try:
+        uuid.UUID(user_id)
+    except ValueError:
+        row = conn.execute("SELECT position FROM change_log_head").fetchone()
+        assert row is not None
+        return SessionStart(None, (), int(row["position"] if isinstance(row, dict) else row[0]))
+    cursor = conn.execute(_SESSION, {"user": user_id, "limit": limit})
+    rows = cursor.fetchall()
+    if rows and not isinstance(rows[0], dict):  # a connection without dict rows
+        names = [column.name for column in cursor.description or ()]
+        rows = [dict(zip(names, r, strict=True)) for r in rows]
+    first = rows[0]
+    principal = (Principal(str(first["user_id"]), str(first["role"]), first["dept"])
+                 if first["user_id"] is not None and first["is_active"] else None)
+    kept = tuple({k: r[k] for k in ("id", "kind", "message", "action", "sound", "created_at")}
+                 for r in rows if r["id"] is not None)
+    return SessionStart(principal, kept, int(first["head"]))
+
+
+def release_kept(conn: psycopg.Connection[Any], ids: list[int]) -> None:
+    """Undo taking: the session that took these could not start after all."""
+    conn.execute("UPDATE notifications SET delivered_at = NULL WHERE id = ANY(%s)", (ids,))
 
 
 class TokenCache:
@@ -136,13 +207,31 @@ class Authenticator:
         else:
             self.lookups += 1
             found = await self.db.run(lambda conn: load_principal(conn, claims.user_id))
-            self._users[claims.user_id] = (version, found)
-            self._users.move_to_end(claims.user_id)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
+            self._remember(claims.user_id, version, found)
         if found is None:
             raise AuthError("auth_failed", "unknown or inactive user")
         return found
+
+    async def start_session(self, claims: Claims, *, user_id: str | None = None,
+                            kept_limit: int = KEPT_LIMIT) -> SessionStart:
+        """A WebSocket session's start, in one round trip (`load_session`): the user read
+        afresh, never from memory. AuthError when unknown or inactive (then nothing was
+        taken); psycopg errors pass through."""
+        if user_id is not None and user_id != claims.user_id:
+            raise AuthError("auth_failed", "userId does not match the token")
+        version = self.users_version()
+        self.lookups += 1
+        start = await self.db.run(lambda conn: load_session(conn, claims.user_id, kept_limit))
+        self._remember(claims.user_id, version, start.principal)
+        if start.principal is None:
+            raise AuthError("auth_failed", "unknown or inactive user")
+        return start
+
+    def _remember(self, user: str, version: int, found: Principal | None) -> None:
+        self._users[user] = (version, found)
+        self._users.move_to_end(user)
+        while len(self._users) > self.max_users:
+            self._users.popitem(last=False)
 
     def peek(self, claims: Claims) -> Principal | None:
         """The principal when memory knows it for the current users version (else None:

@@ -202,6 +202,7 @@ class Actor(Generic[MsgT]):
         """The actor's body; by default, `handle` every message until stopped."""
         async for message in self.messages():
             await self.handle(message)
+            del message  # hold nothing of the last message while waiting for the next
 
     async def handle(self, message: MsgT) -> None:
         """Process one message from the inbox."""

@@ -1,0 +1,103 @@
+"""The connect path: one database round trip per connect (the user read afresh, the kept
+notifications and the change log's head in one statement), and a closed connection
+released at once."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from sinal.node.wiring import Node
+from sinal.protocol import Notification, Subscribe, Subscribed
+from tests.realtime.realtime_support import client, token_for
+
+
+def keep_notification(db_url: str, user_id: str, message: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO notifications (user_id, kind, message, push) "
+                     "VALUES (%s, 'order_issued', %s, false)", (user_id, message))
+
+
+async def test_a_connect_is_one_round_trip(node: Node, users: dict[str, Any],
+                                           db_url: str) -> None:
+    assert node.db is not None and node.authenticator is not None
+    people = [users[e] for e in ("ana@sinal.dev", "carla@sinal.dev", "bruno@sinal.dev")]
+    for person in people:
+        await trio.to_thread.run_sync(keep_notification, db_url, person["id"], "kept for you")
+    before = node.db.queries_by_scope["websocket"]
+    lookups = node.authenticator.lookups
+    for k, person in enumerate(people, start=1):
+        async with client(node) as c:
+            welcome = await c.connect(token_for(person))
+            assert welcome.user_id == person["id"]
+            note = await c.expect(Notification)
+            assert note.message == "kept for you" and note.offset is None
+            await c.send(Subscribe(events=("purchase_request_changed",), ref="s"))
+            assert isinstance(await c.recv(), Subscribed)
+        assert node.db.queries_by_scope["websocket"] - before == k
+    assert node.authenticator.lookups - lookups == len(people)
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute("SELECT count(*) FROM notifications "
+                            "WHERE delivered_at IS NULL").fetchone()
+    assert left == (0,)
+
+
+async def test_a_session_starts_from_the_database_not_from_memory(
+        node: Node, users: dict[str, Any], db_url: str) -> None:
+    """Memory that claims to be current (a users version that never moves) still does not
+    decide a WebSocket session: the connect reads the user afresh."""
+    auth = node.authenticator
+    assert auth is not None
+    ana = users["ana@sinal.dev"]
+    auth.users_version = lambda: 0
+    async with client(node) as c:
+        assert (await c.connect(token_for(ana))).role == "requester"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET role = 'buyer' WHERE id = %s", (ana["id"],))
+    async with client(node) as c:
+        assert (await c.connect(token_for(ana))).role == "buyer"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET is_active = false WHERE id = %s", (ana["id"],))
+    async with client(node) as c:
+        from sinal.protocol import Connect, Error
+
+        await c.send(Connect(token=token_for(ana)))
+        refused = await c.expect(Error)
+        assert refused.code == "auth_failed"
+
+
+@pytest.fixture
+def no_cycle_collector() -> Iterator[None]:
+    """Only reference counting frees objects: what is freed is freed at once."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_a_closed_connection_is_released_at_once(
+        node: Node, users: dict[str, Any], no_cycle_collector: None) -> None:
+    assert node.hub is not None and node.pool is not None
+    ana = users["ana@sinal.dev"]
+    gone = trio.Event()
+    async with client(node) as c:
+        await c.connect(token_for(ana))
+        await c.subscribe("purchase_request_changed")
+        (actor,) = node.hub.connections_by_user[ana["id"]]
+        released = weakref.ref(actor, lambda _: gone.set())
+        del actor
+    # the node's part of the close (its close frame answered, the task ends), then nothing
+    # may hold the actor: no topic, no heartbeat entry, no registry, no cycle
+    with trio.fail_after(10):
+        await gone.wait()
+    assert released() is None
+    assert node.hub.active_connections == 0
+    assert all(t.subscribers == 0 for t in node.hub.topics.values())
