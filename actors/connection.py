@@ -1,12 +1,16 @@
 """Connection actor: one per WebSocket. Handshake and JWT auth, subscriptions with
 authorisation, heartbeats both ways, idle timeout, rate limit, slow-consumer policy, resume.
 
-Tasks of one connection (all in its own nursery): the transport's writer, the receive
-loop (what the client sends) and the control loop over this actor's inbox (`Lagged` from
-topics, `SilenceTimeout` from the node's HeartbeatScheduler, which beats for every socket
-from one task; a stop request from the pool). Subscribing asks the topic through its
-inbox. Topics write frames straight into the socket's outbox through `offer` (never
-blocks): the one place where the hot path skips a channel (actors/topic.py).
+Tasks of one connection: an idle connection has one, the actor's own, which reads its
+client (the receive loop). Two more exist only while they have work, in the connection's
+nursery: the transport's writer, while the kernel refuses bytes
+(`WebSocketConnection.write_on_demand`), and the control task, while this actor's inbox
+holds messages (`Lagged` from topics, `SilenceTimeout` and `Expired` from the node's
+HeartbeatScheduler, which beats for every socket from one task, `Recheck` from the session
+guard): posting one starts it, and it ends when the inbox is empty. A stop request from the
+pool cancels the receive loop. Subscribing asks the topic through its inbox. Topics write
+frames straight into the socket's outbox through `offer` (never blocks): the one place
+where the hot path skips a channel (actors/topic.py).
 
 Slow-consumer policy (docs/protocol.md): when the outbox is over its bound, the transport
 refuses every offer; each topic that had a frame for us ends our subscription and posts
@@ -128,22 +132,41 @@ class ConnectionActor(Actor[Control]):
         self.address = remote.rsplit(":", 1)[0].strip("[]") if remote else "local"
         self._pending = False  # counted among the sockets waiting to log in
         self.known_head = 0  # a change log head read from the database (at connect)
+        self._nursery: trio.Nursery | None = None  # for the tasks started on demand
+        self._controlling = False  # the control task runs
 
     # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---
 
     def lagged(self, subscription: Subscription) -> None:
-        if not self.ref.try_send(Lagged(subscription)):
+        if not self._post(Lagged(subscription)):
             log.error("%s: control inbox full, a slow-consumer notice was dropped", self.name)
 
     def timed_out(self) -> None:
-        self.ref.try_send(SilenceTimeout())
+        self._post(SilenceTimeout())
 
     def expired(self) -> None:
-        self.ref.try_send(Expired())
+        self._post(Expired())
 
     def recheck(self) -> None:
         if not self._recheck_posted:
-            self._recheck_posted = self.ref.try_send(Recheck())
+            self._recheck_posted = self._post(Recheck())
+
+    def _post(self, message: Control) -> bool:
+        """Into the inbox; start the control task unless it runs (or the session has not
+        started yet: then the session starts it)."""
+        if not self.ref.try_send(message):
+            return False
+        if self._nursery is not None and not self._controlling:
+            self._controlling = True
+            self._nursery.start_soon(self._control)
+        return True
+
+    def stop(self) -> None:
+        """A stop request (the pool, at shutdown): the receive loop ends; `main` then says
+        server_shutdown."""
+        super().stop()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -160,10 +183,17 @@ class ConnectionActor(Actor[Control]):
             self._pending = True
             if not await self._handshake():
                 return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive_then_stop, nursery.cancel_scope)
-                await self._control()
-                nursery.cancel_scope.cancel()
+            if not self.stop_requested:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        if self.ref.depth:  # posted while logging in
+                            self._controlling = True
+                            nursery.start_soon(self._control)
+                        await self._receive_loop()
+                        nursery.cancel_scope.cancel()  # we closed while receiving
+                finally:
+                    self._nursery = None
             if self.stop_requested and not self.closing:
                 await self.close(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
         except* ConnectionClosed:
@@ -258,6 +288,7 @@ class ConnectionActor(Actor[Control]):
             )
         event(ws_log, "ws_connect", session=self.session_id, user=principal.user_id,
               role=principal.role, remote=request.remote if request else None)
+        self.ws.request = None  # the request head is not kept for the session's life
         # The kept notifications first (older), then every notification after the head
         # read in the same snapshot: those not taken now are published after that head.
         self._offer_kept(start)
@@ -483,46 +514,50 @@ class ConnectionActor(Actor[Control]):
 
     # --- control -----------------------------------------------------------------------
 
-    async def _receive_then_stop(self, scope: trio.CancelScope) -> None:
-        await self._receive_loop()
-        scope.cancel()  # we closed while receiving (a bad frame, over budget)
-
     async def _control(self) -> None:
-        """Acts on the inbox: slow consumption reported by topics, silence, the token's
-        expiry, changed grants. Returns when it closed the connection, or when a stop was
-        requested."""
-        grace = self.hub.settings.connection_timeout
-        async for message in self.messages():
-            if self.closing:
-                continue  # closing (by us or the peer): nothing more is said
-            if isinstance(message, SilenceTimeout):
-                await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
-                                 f"nothing received for "
-                                 f"{self.hub.settings.connection_timeout_ms} ms")
-                return
-            if isinstance(message, Expired):
-                self._audit("revoked", reason="token_expired")
-                await self.close(ErrorCode.TOKEN_EXPIRED, "the token has expired: log in again")
-                return
-            if isinstance(message, Recheck):
-                if not await self._recheck():
+        """Acts on the inbox until it is empty: slow consumption reported by topics,
+        silence, the token's expiry, changed grants. When it closes the connection it also
+        ends the receive loop."""
+        try:
+            while (message := self.message_nowait()) is not None:
+                if self.closing:
+                    continue  # closing (by us or the peer): nothing more is said
+                if not await self._act_on(message):
+                    if self._nursery is not None:
+                        self._nursery.cancel_scope.cancel()
                     return
-                continue
-            sub = message.subscription
-            if self.subscriptions.get(sub.topic) is not sub:
-                continue  # already replaced (resubscribed) or ended
-            del self.subscriptions[sub.topic]
-            with trio.move_on_after(grace) as scope:
-                payload = self.session.send(Resync(topic=sub.topic, offset=sub.last_position,
-                                                   reason="slow_consumer"))
-                await self.ws.send_message(
-                    payload if self.encoding.binary else payload.decode())
-                self.ws.clear_slow()
-            if scope.cancelled_caught:
-                self._audit("closed_slow_consumer")
-                await self.close(ErrorCode.SLOW_CONSUMER,
-                                 "outbox did not drain within the connection timeout")
-                return
+        finally:
+            self._controlling = False
+
+    async def _act_on(self, message: Control) -> bool:
+        """One control message; False when the connection was closed."""
+        grace = self.hub.settings.connection_timeout
+        if isinstance(message, SilenceTimeout):
+            await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
+                             f"nothing received for "
+                             f"{self.hub.settings.connection_timeout_ms} ms")
+            return False
+        if isinstance(message, Expired):
+            self._audit("revoked", reason="token_expired")
+            await self.close(ErrorCode.TOKEN_EXPIRED, "the token has expired: log in again")
+            return False
+        if isinstance(message, Recheck):
+            return await self._recheck()
+        sub = message.subscription
+        if self.subscriptions.get(sub.topic) is not sub:
+            return True  # already replaced (resubscribed) or ended
+        del self.subscriptions[sub.topic]
+        with trio.move_on_after(grace) as scope:
+            payload = self.session.send(Resync(topic=sub.topic, offset=sub.last_position,
+                                               reason="slow_consumer"))
+            await self.ws.send_message(payload if self.encoding.binary else payload.decode())
+            self.ws.clear_slow()
+        if scope.cancelled_caught:
+            self._audit("closed_slow_consumer")
+            await self.close(ErrorCode.SLOW_CONSUMER,
+                             "outbox did not drain within the connection timeout")
+            return False
+        return True
 
     async def _recheck(self) -> bool:
         """The user's grants changed: close when they may no longer connect, else end every

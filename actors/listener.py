@@ -71,6 +71,7 @@ class DatabaseListener(Actor[CatchUpNow]):
         self.last_read_at = 0.0
         self.changes_read = 0
         self.wakeups = 0
+        self.echoes = 0  # announcements of heads already read: no read for them
         self.listen_conn: psycopg.Connection[Any] | None = None
         self.runs = 0  # completed starts (first one and every restart)
         self._topics: dict[str, ActorRef[Any]] = {}
@@ -133,13 +134,21 @@ class DatabaseListener(Actor[CatchUpNow]):
         while True:
             with trio.move_on_after(self.poll_interval) as self._wait:
                 await trio.lowlevel.wait_readable(conn.pgconn.socket)
+            ticked = self._wait.cancelled_caught  # the poll interval passed, or CatchUpNow
             self._wait = None
             self.wakeups += 1
             # Drain here: with timeout=0 psycopg only reads what the socket already holds,
             # so no thread hop on the hot path. It raises OperationalError when the server
             # went away.
-            if self._drain(conn) == 0:
-                # a poll tick: prove the connection is alive (a dead peer is silent)
+            fresh, echoes = self._drain(conn)
+            if not fresh and echoes and not ticked:
+                # only announcements of heads already read (our own sequencer's among
+                # them): reading now would cost a round trip for nothing, and a change
+                # that commits meanwhile would wait behind it
+                self.echoes += echoes
+                continue
+            if not fresh and not echoes:
+                # a poll tick: prove the connection alive (a dead peer is silent)
                 await trio.to_thread.run_sync(self._ping, conn)
             await self.catch_up()
 
@@ -155,14 +164,19 @@ class DatabaseListener(Actor[CatchUpNow]):
         conn.execute(f"LISTEN {POSITIONS_CHANNEL}")
         return conn
 
-    @staticmethod
-    def _drain(conn: psycopg.Connection[Any]) -> int:
-        count = 0
-        for _ in conn.notifies(timeout=0):
-            count += 1
+    def _drain(self, conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """Read the notifications the socket holds: (fresh, echoes), where an echo is a
+        `POSITIONS_CHANNEL` announcement of a head this listener has already read."""
+        fresh = echoes = 0
+        for note in conn.notifies(timeout=0):
+            if note.channel == POSITIONS_CHANNEL and note.payload.isdigit() \
+                    and int(note.payload) <= self.position:
+                echoes += 1
+            else:
+                fresh += 1
         if conn.closed or conn.broken:
             raise psycopg.OperationalError("listen connection lost")
-        return count
+        return fresh, echoes
 
     @staticmethod
     def _ping(conn: psycopg.Connection[Any]) -> None:

@@ -208,6 +208,14 @@ class Actor(Generic[MsgT]):
         """Process one message from the inbox."""
         raise NotImplementedError(f"{type(self).__name__} must implement handle() or main()")
 
+    def message_nowait(self) -> MsgT | None:
+        """The next message if one is waiting, else None (never waits). For an actor that
+        handles its inbox only when something arrives, in a task of its own making."""
+        try:
+            return self._receive.receive_nowait()
+        except trio.WouldBlock:
+            return None
+
     def messages(self) -> _Messages[MsgT]:
         """Iterate over the inbox until a stop is requested."""
         return _Messages(self)

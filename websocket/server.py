@@ -38,7 +38,7 @@ ConnectionHandler = Callable[[WebSocketConnection], Awaitable[None]]
 
 
 async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> None:
-    """Run ``handler(ws)`` with the connection's writer beside it, then close.
+    """Run ``handler(ws)`` with the connection's writer on demand, then close.
 
     The handler returning closes with 1000; :class:`ConnectionClosed` escaping
     it is normal; any other exception is logged and closes with 1011, and is
@@ -47,7 +47,7 @@ async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> 
     """
     code, reason = NORMAL_CLOSURE, ""
     async with trio.open_nursery() as nursery:
-        await nursery.start(ws.run)
+        ws.write_on_demand(nursery)  # a writer task only while something waits to be sent
         try:
             await handler(ws)
         except ConnectionClosed:
