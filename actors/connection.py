@@ -102,6 +102,13 @@ CONTROL_INBOX = len(LOG_TOPICS) + 8
 
 class ConnectionActor(Actor[Control]):
     kind = "connection"
+    # slotted: tens of thousands of these live at once, and a dict per instance of this
+    # many attributes costs about 1.5 KB
+    __slots__ = ("__weakref__", "_controlling", "_nursery", "_pending", "_recheck_posted",
+                 "address", "beating", "claims", "closing", "encoding", "frames_in", "hub",
+                 "known_head", "last_rate_error", "last_seen", "offer", "over_budget",
+                 "over_window_start", "principal", "session", "session_id", "started_at",
+                 "subscriptions", "user_id", "ws")
 
     def __init__(self, ws: WebSocketConnection, hub: Hub, encoding: Encoding) -> None:
         self.session_id = uuid.uuid4().hex

@@ -33,19 +33,22 @@ from bench.harness import (
     raise_fd_limit,
     workdir,
 )
+from bench.memory import MemoryOptions, run_memory
 from bench.report import write
 from bench.rest import RestOptions, run_rest
 from bench.scenario import ScenarioOptions, run_scenario
 
-PARTS = ("fanout", "connections", "rest", "scenario")
+PARTS = ("fanout", "connections", "rest", "scenario", "memory")
+DEFAULT_PARTS = ("fanout", "connections", "rest", "scenario")
 # rough seconds each part needs on 2 cores with the default options (for --budget)
-ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0}
+ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0,
+             "memory": 90.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("parts", nargs="*", metavar="part",
-                        help=f"any of {', '.join(PARTS)} (default: all)")
+                        help=f"any of {', '.join(PARTS)} (default: all but memory)")
     parser.add_argument("--clients", default="100,1000,5000",
                         help="fan-out subscriber counts, comma-separated")
     parser.add_argument("--stacks", default="sinal,peer", help="sinal, peer or both")
@@ -63,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="idle connections to hold")
     parser.add_argument("--hold", type=float, default=12.0, help="seconds to hold them")
     parser.add_argument("--heartbeat-ms", type=int, default=5000)
+    parser.add_argument("--memory-connections", type=int, default=5000,
+                        help="idle connections the memory part traces")
     parser.add_argument("--wrk-seconds", type=float, default=5.0)
     parser.add_argument("--rest-url", default="",
                         help="measure REST on this running server instead of a fresh node")
@@ -84,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
     if not args.parts or "all" in args.parts:
-        args.parts = list(PARTS)
+        args.parts = list(DEFAULT_PARTS)
     if args.quick:
         args.clients = "100,1000"
         args.connections = min(args.connections, 2000)
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             profile=not args.no_profile), log),
         "scenario": lambda db, wd: run_scenario(db, wd, ScenarioOptions(
             time_scale=args.time_scale, pin=pin), log),
+        "memory": lambda db, wd: run_memory(db, wd, MemoryOptions(
+            connections=args.memory_connections, heartbeat_ms=args.heartbeat_ms, pin=pin), log),
     }
     log(f"machine: {results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}; "
         f"{results['cpuPlan']}; parts: {', '.join(args.parts)}")
