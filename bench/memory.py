@@ -51,6 +51,8 @@ def probe_server(db: BenchDatabase, wd: Path, cpus: CpuPlan, options: MemoryOpti
         "WEBSOCKET_HEARTBEAT_INTERVAL": str(options.heartbeat_ms),
         "WEBSOCKET_CONNECTION_TIMEOUT": str(3 * options.heartbeat_ms),
         "MAX_CONCURRENT_CONNECTIONS": str(options.connections + 1000),
+        "WEBSOCKET_PRELOGIN_PER_ADDRESS": str(options.connections + 1000),
+        "WEBSOCKET_LOGIN_TIMEOUT": "60000",
         "SINAL_MEMPROBE_DIR": str(directory),
         "SINAL_MEMPROBE_FRAMES": str(options.frames),
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO))
@@ -108,7 +110,7 @@ def types_per_connection(before: dict[str, list[int]], after: dict[str, list[int
         if count - count0 > 0:
             rows.append({"type": name, "countPerConnection": round((count - count0) / n, 2),
                          "bytesPerConnection": round((size - size0) / n, 1)})
-    rows.sort(key=lambda r: -r["bytesPerConnection"])
+    rows.sort(key=lambda r: -float(r["bytesPerConnection"]))
     return rows[:top]
 
 
