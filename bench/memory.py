@@ -104,13 +104,13 @@ def short_path(path: str) -> str:
 
 def types_per_connection(before: dict[str, list[int]], after: dict[str, list[int]], n: int,
                          top: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, (count, size) in after.items():
         count0, size0 = before.get(name, [0, 0])
         if count - count0 > 0:
             rows.append({"type": name, "countPerConnection": round((count - count0) / n, 2),
                          "bytesPerConnection": round((size - size0) / n, 1)})
-    rows.sort(key=lambda r: -float(r["bytesPerConnection"]))
+    rows.sort(key=lambda r: -r["bytesPerConnection"])
     return rows[:top]
 
 
