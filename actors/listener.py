@@ -36,7 +36,7 @@ from sinal.domain.changes import (
     POSITIONS_CHANNEL,
     Change,
     head_position,
-    read_changes,
+    sequence_and_read,
     sequence_changes,
 )
 from sinal.domain.db import Database
@@ -189,8 +189,7 @@ class DatabaseListener(Actor[CatchUpNow]):
 
             def work(conn: psycopg.Connection[Any], after: int = after
                      ) -> tuple[int, list[Change]]:
-                head = sequence_changes(conn)
-                return head, read_changes(conn, after, READ_LIMIT)
+                return sequence_and_read(conn, after, READ_LIMIT)  # one round trip
 
             head, changes = await self.db.run(work)
             self.head_seen = head
