@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             notify_seconds=args.notify_seconds, stacks=stacks, pin=pin), log),
         "connect": lambda db, wd: run_connect(db, wd, StormOptions(
             connects=[int(n) for n in args.connects.split(",") if n], stacks=stacks,
-            pin=pin), log),
+            pin=pin, profile_seconds=0 if args.no_profile else 8.0), log),
         "memory": lambda db, wd: run_memory(db, wd, MemoryOptions(
             connections=args.memory_connections, heartbeat_ms=args.heartbeat_ms, pin=pin), log),
     }

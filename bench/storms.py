@@ -28,14 +28,18 @@ from typing import Any
 from bench.harness import JWT_SECRET, BenchDatabase, CpuPlan, ServerProcess, sinal_server
 from bench.loadclient import ClientPlan, LoadClients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
+from bench.profile import Profile, top_line
 from bench.writer import WritePlan, Writer
 
 CLIENTS_PER_PROCESS = 2500
 PORTS_PER_ADDRESS = 25_000  # below the kernel's default ephemeral range (~28,000)
 NOTIFY_TOPIC = "purchase_request_changed"
+# the marker first (bench.writer passes it as the first parameter), then the user count;
+# nextval runs once per statement (a subquery without FROM), so each insert is the next user
 NOTIFY_SQL = ("INSERT INTO notifications (user_id, kind, message) "
-              "SELECT id, 'order_issued', %s FROM bench_users "
-              "WHERE n = nextval('bench_user_turn') %% %s")
+              "SELECT u.id, 'order_issued', m.message "
+              "FROM (SELECT %s::text AS message, nextval('bench_user_turn') %% %s AS n) AS m "
+              "JOIN bench_users AS u USING (n)")
 
 
 def clients_for(plan: ClientPlan) -> LoadClients:
@@ -55,6 +59,7 @@ class StormOptions:
     stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
     drain_timeout: float = 30.0
     pin: bool = True
+    profile_seconds: float = 8.0  # py-spy on Sinal during the first connect storm; 0: no
 
 
 def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, connections: int
@@ -146,8 +151,17 @@ def connect_storm(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan
         plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port, n,
                           db.token(), (NOTIFY_TOPIC,), heartbeat_interval=20.0, cpus=cpus.load)
         t0 = time.perf_counter()
+        profiled = stack == "sinal" and options.profile_seconds > 0 \
+            and n == options.connects[0]
         with clients_for(plan) as clients:
-            ready = clients.wait_ready(timeout=900)
+            if profiled:
+                with Profile(server.pid, options.profile_seconds,
+                             wd / "profile-connect.txt") as spy:
+                    ready = clients.wait_ready(timeout=900)
+                result["profile"] = spy.summary
+                log(f"  sinal connect profile: {top_line(spy.summary, 4)}")
+            else:
+                ready = clients.wait_ready(timeout=900)
             window = server.meter.window()
             result.update({
                 "ready": ready["ready"], "failed": ready["failed"],
