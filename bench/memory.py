@@ -33,6 +33,7 @@ from bench.harness import BENCH_TOPIC, REPO, BenchDatabase, CpuPlan, ServerProce
 from bench.loadclient import ClientPlan, LoadClients
 
 CLIENTS_PER_PROCESS = 2500
+ACTOR_TYPE = "sinal.actors.connection.ConnectionActor"
 
 
 @dataclass
@@ -130,7 +131,8 @@ def run_memory(db: BenchDatabase, wd: Path, options: MemoryOptions, log: Any) ->
         empty, census0 = take(server, directory, 0)
         log("  memory: snapshot without clients taken")
         plan = ClientPlan("sinal", server.ws_port, n, db.token(), (BENCH_TOPIC,),
-                          heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load)
+                          heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load,
+                          handshake_timeout=300.0)  # a traced node is slow to accept
         with LoadClients(plan, math.ceil(n / CLIENTS_PER_PROCESS)) as clients:
             ready = clients.wait_ready(timeout=600)["ready"]
             log(f"  memory: {ready} connections ready")
@@ -138,6 +140,9 @@ def run_memory(db: BenchDatabase, wd: Path, options: MemoryOptions, log: Any) ->
             held, census1 = take(server, directory, 1)
             log("  memory: snapshot with the connections taken")
         result["held"] = ready
+        # per live connection actor (handshakes still in flight hold one too)
+        actors = census1.get(ACTOR_TYPE, [0])[0] - census0.get(ACTOR_TYPE, [0])[0]
+        result["liveActors"] = actors
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -149,7 +154,7 @@ def run_memory(db: BenchDatabase, wd: Path, options: MemoryOptions, log: Any) ->
             time.sleep(0.5)
         time.sleep(1.0)
         closed, census2 = take(server, directory, 2)
-        ready = max(1, ready)
+        ready = max(1, actors, ready if not actors else 0)
         base = traced_total(empty)
         result.update({
             "tracedBytesPerConnection": round((traced_total(held) - base) / ready, 1),

@@ -93,7 +93,8 @@ def storm_markdown(results: dict[str, Any]) -> list[str]:
     memory = results.get("memory")
     if memory and "bySite" in memory:
         lines += ["## Where an idle connection's bytes go", "",
-                  f"{memory['held']:,} idle connections traced (tracemalloc): "
+                  f"{memory['held']:,} idle connections "
+                  f"({memory.get('liveActors', 0):,} connection actors) traced (tracemalloc): "
                   f"{_fmt(memory['tracedBytesPerConnection'])} bytes each; after they all "
                   f"closed {_fmt(memory['tracedBytesLeftPerClosedConnection'])} bytes per "
                   "connection were still traced.", ""]
