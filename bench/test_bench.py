@@ -152,3 +152,29 @@ def test_targets_and_markdown() -> None:
     text = markdown(results, [])
     assert "| sinal | 1,000 | burst |" in text
     assert ratios(runs)[0]["framesPerSecondRatio"] == 3.0
+
+
+def test_storm_targets_and_tables() -> None:
+    from bench.report_storms import storm_markdown, storm_targets
+
+    latency = {"p50": 3.0, "p95": 9.0, "p99": 12.5, "max": 30.0}
+    results = {
+        "notify": {"runs": [
+            {"stack": "sinal", "users": 10_000, "commitRate": 998.0, "delivered": 1.0,
+             "latencyMs": latency, "serverCpuPercent": 40.0, "serverRssMb": 300.0,
+             "connectSeconds": 9.0},
+            {"stack": "peer", "error": "RuntimeError('gone')"}]},
+        "connect": {"runs": [
+            {"stack": "sinal", "connections": 10_000, "ready": 10_000, "seconds": 6.0,
+             "connectMs": latency, "serverCpuSeconds": 5.0, "serverRssMb": 200.0,
+             "clientProcesses": 4},
+            {"stack": "peer", "connections": 10_000, "ready": 10_000, "seconds": 5.0,
+             "connectMs": latency, "serverCpuSeconds": 4.0, "serverRssMb": 150.0,
+             "clientProcesses": 4}]},
+    }
+    rows = {target.split(":")[0]: (ok, note) for target, _, ok, note in storm_targets(results)}
+    assert rows["notification storm"] == (True, "")
+    assert rows["connect storm 10,000"] == (False, "1.20x the peer's time")
+    text = "\n".join(storm_markdown(results))
+    assert "## Notification storm" in text and "## Connect storm" in text
+    assert "RuntimeError('gone')" in text

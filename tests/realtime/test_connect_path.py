@@ -101,3 +101,36 @@ async def test_a_closed_connection_is_released_at_once(
     assert released() is None
     assert node.hub.active_connections == 0
     assert all(t.subscribers == 0 for t in node.hub.topics.values())
+
+
+def test_the_listener_does_not_read_again_for_heads_it_has_read() -> None:
+    """A positions announcement at or below the listener's position (its own sequencer's
+    echo) is no reason to read the log; a later head, or a writer's change, is."""
+    from dataclasses import dataclass
+    from typing import cast
+
+    from sinal.actors.listener import DatabaseListener
+    from sinal.domain.changes import CHANGES_CHANNEL, POSITIONS_CHANNEL
+    from sinal.domain.db import Database
+
+    @dataclass
+    class Note:
+        channel: str
+        payload: str
+
+    class Conn:
+        closed = broken = False
+
+        def __init__(self, notes: list[Note]) -> None:
+            self.notes = notes
+
+        def notifies(self, timeout: float) -> list[Note]:
+            return self.notes
+
+    listener = DatabaseListener(cast(Database, None), ["supplier_changed"])
+    listener.position = 10
+    echo = [Note(POSITIONS_CHANNEL, "9"), Note(POSITIONS_CHANNEL, "10")]
+    assert listener._drain(cast(Any, Conn(echo))) == (0, 2)
+    assert listener._drain(cast(Any, Conn([*echo, Note(POSITIONS_CHANNEL, "11")]))) == (1, 2)
+    assert listener._drain(cast(Any, Conn([Note(CHANGES_CHANNEL, "supplier_changed")]))) \
+        == (1, 0)
