@@ -83,6 +83,18 @@ def sequence_and_read(conn: psycopg.Connection[Any], after: int, limit: int = 10
         return head, [_to_change(r) for r in cursor.fetchall()]
 
 
+def sequence_and_read_sql(after: int, limit: int = 1000, max_rows: int = 10000) -> bytes:
+    """The text of `sequence_and_read`'s two statements, for a caller that sends it itself
+    (the listener, on its own connection, without a thread)."""
+    return (f"SELECT sinal_sequence_changes({int(max_rows)}); SELECT {_COLUMNS} "
+            f"FROM sinal_changes_after({int(after)}, {int(limit)}, NULL)").encode()
+
+
+def changes_of(rows: list[tuple[Any, ...]]) -> list[Change]:
+    """Rows of the change log's columns, in their order, as `Change`s."""
+    return [_to_change(r) for r in rows]
+
+
 def head_position(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT position FROM change_log_head").fetchone()
     assert row is not None
