@@ -88,7 +88,11 @@ class Mailbox(Generic[MsgT]):
             raise trio.WouldBlock
         message = self._items.pop(0)  # bounded and short: cheaper than a deque's block
         if self._senders:
-            self._senders.unpark_all()  # each checks again: a cancelled one takes no slot
+            # one slot, one sender woken, first come first served (waking them all would
+            # cost O(waiting senders) per message: thousands of connections subscribing at
+            # once). A woken sender appends before anything else can run in its task; if
+            # another took the slot meanwhile, it parks again, and the next get wakes one.
+            self._senders.unpark(count=1)
         return message
 
     async def get(self) -> MsgT:
