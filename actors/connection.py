@@ -178,7 +178,8 @@ class ConnectionActor(Actor[Control]):
     # --- lifecycle ---------------------------------------------------------------------
 
     async def main(self) -> None:
-        """Serve the socket until it closes. The transport's writer must already run."""
+        """Serve the socket until it closes. The transport must have its writer (`run` in a
+        task, or `write_on_demand`)."""
         DB_SCOPE.set("websocket")  # this task's queries (and its children's) count apart
         try:
             refusal = self.hub.pending_refusal(self.address)
