@@ -29,10 +29,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import trio
 
 from sinal.domain.db import Database
 from sinal.domain.tokens import Claims, TokenError, verify_token
@@ -75,30 +76,37 @@ def load_principal(conn: psycopg.Connection[Any], user_id: str) -> Principal | N
     return Principal(str(values["id"]), str(values["role"]), values["dept"])
 
 
-# One statement, one snapshot: the user; the notifications kept for them (only when the user
-# is active), marked delivered; the change log's head. One result row per kept
-# notification, or one row with null notification columns when there is none.
-_SESSION = """
-WITH u AS (
-    SELECT id::text AS id, role, is_active, department_id::text AS dept
-      FROM users WHERE id = %(user)s
+# One statement, one snapshot, for every user of a batch of connects: the users; the
+# notifications kept for each active one (at most `limit` each), marked delivered; the
+# change log's head. One result row per (user, kept notification), one row with null
+# notification columns for a user without any, and one row with a null user when none of
+# the users exists (it carries the head).
+_SESSIONS = """
+WITH ids AS (
+    SELECT DISTINCT unnest(%(users)s::uuid[]) AS id
+), u AS (
+    SELECT users.id, users.role, users.is_active, users.department_id
+      FROM users JOIN ids USING (id)
 ), taken AS (
-    UPDATE notifications SET delivered_at = now()
-     WHERE id IN (SELECT id FROM notifications
-                   WHERE user_id = %(user)s AND delivered_at IS NULL
-                     AND EXISTS (SELECT 1 FROM u WHERE u.is_active)
-                   ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-    RETURNING id, kind, message, action, sound, created_at
+    UPDATE notifications AS n SET delivered_at = now()
+      FROM (SELECT k.id FROM u, LATERAL (
+                SELECT id FROM notifications
+                 WHERE user_id = u.id AND delivered_at IS NULL
+                 ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS k
+             WHERE u.is_active) AS pick
+     WHERE n.id = pick.id
+    RETURNING n.user_id, n.id, n.kind, n.message, n.action, n.sound, n.created_at
 )
-SELECT u.id AS user_id, u.role, u.is_active, u.dept, h.position AS head,
-       t.id, t.kind, t.message, t.action, t.sound, t.created_at
+SELECT u.id::text AS user_id, u.role, u.is_active, u.department_id::text AS dept,
+       h.position AS head, t.id, t.kind, t.message, t.action, t.sound, t.created_at
   FROM change_log_head AS h
   LEFT JOIN u ON true
-  LEFT JOIN taken AS t ON true
- ORDER BY t.id
+  LEFT JOIN taken AS t ON t.user_id = u.id
+ ORDER BY u.id, t.id
 """
 
 KEPT_LIMIT = 500  # kept notifications handed out at one connect
+_KEPT_COLUMNS = ("id", "kind", "message", "action", "sound", "created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,26 +120,54 @@ class SessionStart:
     head: int
 
 
-def load_session(conn: psycopg.Connection[Any], user_id: str,
-                 limit: int = KEPT_LIMIT) -> SessionStart:
-    """The connect path's one statement (see `_SESSION`)."""
-    try:
-        uuid.UUID(user_id)
-    except ValueError:
-        row = conn.execute("SELECT position FROM change_log_head").fetchone()
-        assert row is not None
-        return SessionStart(None, (), int(row["position"] if isinstance(row, dict) else row[0]))
-    cursor = conn.execute(_SESSION, {"user": user_id, "limit": limit})
+def load_sessions(conn: psycopg.Connection[Any], user_ids: list[str],
+                  limit: int = KEPT_LIMIT) -> dict[str, SessionStart]:
+    """The connect path's one statement (`_SESSIONS`), for every user of a batch of
+    connects; a user id that is not a uuid, or not a user, maps to no principal."""
+    canonical: dict[str, str] = {}  # as given -> as the database spells it
+    for user_id in user_ids:
+        try:
+            canonical[user_id] = str(uuid.UUID(user_id))
+        except ValueError:
+            pass
+    cursor = conn.execute(_SESSIONS, {"users": list(canonical.values()), "limit": limit})
     rows = cursor.fetchall()
     if rows and not isinstance(rows[0], dict):  # a connection without dict rows
         names = [column.name for column in cursor.description or ()]
         rows = [dict(zip(names, r, strict=True)) for r in rows]
-    first = rows[0]
-    principal = (Principal(str(first["user_id"]), str(first["role"]), first["dept"])
-                 if first["user_id"] is not None and first["is_active"] else None)
-    kept = tuple({k: r[k] for k in ("id", "kind", "message", "action", "sound", "created_at")}
-                 for r in rows if r["id"] is not None)
-    return SessionStart(principal, kept, int(first["head"]))
+    head = int(rows[0]["head"])
+    found: dict[str, tuple[Principal | None, list[dict[str, Any]]]] = {}
+    for row in rows:
+        if row["user_id"] is None:
+            continue
+        entry = found.get(row["user_id"])
+        if entry is None:
+            principal = (Principal(str(row["user_id"]), str(row["role"]), row["dept"])
+                         if row["is_active"] else None)
+            entry = found[row["user_id"]] = (principal, [])
+        if row["id"] is not None:
+            entry[1].append({k: row[k] for k in _KEPT_COLUMNS})
+    out: dict[str, SessionStart] = {}
+    for user_id in user_ids:
+        principal, kept = found.get(canonical.get(user_id, ""), (None, []))
+        out[user_id] = SessionStart(principal, tuple(kept), head)
+    return out
+
+
+def load_session(conn: psycopg.Connection[Any], user_id: str,
+                 limit: int = KEPT_LIMIT) -> SessionStart:
+    """`load_sessions` for one user."""
+    return load_sessions(conn, [user_id], limit)[user_id]
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Connects that share one session-start statement."""
+
+    users: list[str] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    starts: dict[str, SessionStart] | None = None
+    error: str | None = None
 
 
 def release_kept(conn: psycopg.Connection[Any], ids: list[int]) -> None:
@@ -185,6 +221,8 @@ class Authenticator:
         self.max_users = max_users
         self._users: OrderedDict[str, tuple[int, Principal | None]] = OrderedDict()
         self.lookups = 0  # database round trips
+        self.batched = 0  # session starts served by those round trips
+        self._forming: _Batch | None = None
 
     async def authenticate(self, token: str, *, user_id: str | None = None,
                            fresh: bool = False) -> Principal:
@@ -214,14 +252,40 @@ class Authenticator:
 
     async def start_session(self, claims: Claims, *, user_id: str | None = None,
                             kept_limit: int = KEPT_LIMIT) -> SessionStart:
-        """A WebSocket session's start, in one round trip (`load_session`): the user read
-        afresh, never from memory. AuthError when unknown or inactive (then nothing was
-        taken); psycopg errors pass through."""
+        """A WebSocket session's start, in one round trip (`load_sessions`): the user read
+        afresh, never from memory. Connects that arrive together share the round trip:
+        the first one waits for the others of this scheduler round, then runs one
+        statement for all of them (a connect storm costs one worker-thread hop per batch,
+        not per connect). AuthError when unknown or inactive (then nothing was taken);
+        a database error reaches every member of the batch as psycopg.OperationalError."""
         if user_id is not None and user_id != claims.user_id:
             raise AuthError("auth_failed", "userId does not match the token")
         version = self.users_version()
-        self.lookups += 1
-        start = await self.db.run(lambda conn: load_session(conn, claims.user_id, kept_limit))
+        batch = self._forming
+        if batch is None:
+            batch = self._forming = _Batch()
+            batch.users.append(claims.user_id)
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the others of this round join
+            self._forming = None
+            users = batch.users
+            self.lookups += 1
+            self.batched += len(users)
+            try:
+                batch.starts = await self.db.run(
+                    lambda conn: load_sessions(conn, users, kept_limit))
+            except psycopg.Error as exc:
+                batch.error = str(exc)
+                raise
+            finally:
+                batch.done.set()
+        else:
+            batch.users.append(claims.user_id)
+            await batch.done.wait()
+            if batch.starts is None:
+                raise psycopg.OperationalError(batch.error or "session start failed")
+        start = batch.starts[claims.user_id]
+        if start.kept:  # the same user twice in one batch: the kept ones go to one socket
+            batch.starts[claims.user_id] = SessionStart(start.principal, (), start.head)
         self._remember(claims.user_id, version, start.principal)
         if start.principal is None:
             raise AuthError("auth_failed", "unknown or inactive user")

@@ -206,11 +206,12 @@ class _StubConnection:
         return nullcontext()
 
     def execute(self, sql: str, params: Any = ()) -> _Rows:
-        if "taken AS" in sql:  # domain.principals.load_session
-            user = self.users.get(str(params["user"]))
-            return _Rows([{"user_id": user and user["id"], "role": user and user["role"],
-                           "is_active": user and user["is_active"], "dept": user and user["dept"],
-                           "head": 0, "id": None}])
+        if "taken AS" in sql:  # domain.principals.load_sessions
+            known = [self.users[u] for u in params["users"] if u in self.users]
+            return _Rows([{"user_id": user["id"], "role": user["role"],
+                           "is_active": user["is_active"], "dept": user["dept"],
+                           "head": 0, "id": None} for user in known]
+                         or [{"user_id": None, "head": 0, "id": None}])
         if "FROM users" in sql:
             row = self.users.get(str(params[0]))
             return _Rows([dict(row)] if row else [])

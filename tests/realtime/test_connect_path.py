@@ -134,3 +134,76 @@ def test_the_listener_does_not_read_again_for_heads_it_has_read() -> None:
     assert listener._drain(cast(Any, Conn([*echo, Note(POSITIONS_CHANNEL, "11")]))) == (1, 2)
     assert listener._drain(cast(Any, Conn([Note(CHANGES_CHANNEL, "supplier_changed")]))) \
         == (1, 0)
+
+
+async def test_connects_of_one_round_share_one_statement() -> None:
+    """Session starts that arrive in the same scheduler round make one statement for all."""
+    from typing import cast
+
+    from sinal.domain.db import Database
+    from sinal.domain.principals import Authenticator
+    from sinal.domain.tokens import Claims
+
+    calls: list[list[str]] = []
+
+    class Db:
+        async def run(self, work: Any) -> Any:
+            class Conn:
+                def execute(self, sql: str, params: Any) -> Any:
+                    calls.append(list(params["users"]))
+                    rows = [{"user_id": u, "role": "requester", "is_active": True,
+                             "dept": None, "head": 7,
+                             "id": 1 if u.endswith("1") else None, "kind": "k",
+                             "message": "m", "action": None, "sound": True,
+                             "created_at": None} for u in params["users"]]
+
+                    class Cursor:
+                        def fetchall(self) -> list[dict[str, Any]]:
+                            return rows
+
+                    return Cursor()
+
+            await trio.lowlevel.checkpoint()
+            return work(Conn())
+
+    auth = Authenticator(cast(Database, Db()), "s" * 40, lambda: 0)
+    ids = [f"00000000-0000-4000-8000-00000000000{k}" for k in range(1, 6)]
+    starts: list[Any] = []
+
+    async def start(user: str) -> None:
+        claims = Claims(user_id=user, role="requester", expires_at=2_000_000_000)
+        starts.append(await auth.start_session(claims))
+
+    async with trio.open_nursery() as nursery:
+        for user in [*ids, ids[0]]:  # the first user connects twice
+            nursery.start_soon(start, user)
+    assert len(calls) == 1 and sorted(set(calls[0])) == ids
+    assert auth.lookups == 1 and auth.batched == 6
+    assert sorted(s.principal.user_id for s in starts) == sorted([*ids, ids[0]])
+    assert sum(len(s.kept) for s in starts) == 1  # the kept one reaches one socket
+    assert {s.head for s in starts} == {7}
+
+
+async def test_concurrent_connects_each_get_their_own_session(
+        node: Node, users: dict[str, Any], db_url: str) -> None:
+    people = [users[e] for e in ("ana@sinal.dev", "carla@sinal.dev", "bruno@sinal.dev",
+                                 "diego@sinal.dev", "elisa@sinal.dev")]
+    for person in people:
+        await trio.to_thread.run_sync(keep_notification, db_url, person["id"],
+                                      f"for {person['id']}")
+    notes: dict[str, list[str]] = {}
+
+    async def session(person: dict[str, Any]) -> None:
+        async with client(node) as c:
+            welcome = await c.connect(token_for(person))
+            assert welcome.user_id == person["id"]
+            await c.send(Subscribe(events=("notifications",), ref="s"))
+            while not isinstance(message := await c.recv(), Subscribed):
+                assert isinstance(message, Notification)
+                notes.setdefault(person["id"], []).append(message.message)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for person in [*people, people[0]]:  # ana twice, at once
+                nursery.start_soon(session, person)
+    assert notes == {p["id"]: [f"for {p['id']}"] for p in people}
