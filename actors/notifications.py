@@ -4,7 +4,7 @@ rules of domain/notifications.py, and what they ask for is written to `notificat
 The row travels the change log like any change and reaches its user's sockets on the
 `notifications` topic as a `notification` frame (`render_notification`); notifications
 kept for an offline user are handed out at their next connect (`kept_frames`; the
-connect's one query takes them, domain/principals.py `load_session`).
+connect's one query takes them, domain/principals.py `load_sessions`).
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ seen as such as soon as this node has read the change.
 SESSIONS. A WebSocket session is long, so it starts from the database's word, never from
 memory (which may lag the database by the listener's lag): `Authenticator.start_session`
 reads the user afresh. It is the connect path's one round trip: a single statement
-(`load_session`) reads the user, takes the notifications kept for them (marking them
-delivered) and reads the change log's head, all from one snapshot. The principal read
-refreshes the cache like any lookup.
+(`load_sessions`) reads the user, takes the notifications kept for them (marking them
+delivered) and reads the change log's head, all from one snapshot, for every connect of
+the same scheduler round at once. The principal read refreshes the cache like any lookup.
 """
 
 from __future__ import annotations
@@ -152,12 +152,6 @@ def load_sessions(conn: psycopg.Connection[Any], user_ids: list[str],
         principal, kept = found.get(canonical.get(user_id, ""), (None, []))
         out[user_id] = SessionStart(principal, tuple(kept), head)
     return out
-
-
-def load_session(conn: psycopg.Connection[Any], user_id: str,
-                 limit: int = KEPT_LIMIT) -> SessionStart:
-    """`load_sessions` for one user."""
-    return load_sessions(conn, [user_id], limit)[user_id]
 
 
 @dataclass(eq=False)
