@@ -52,6 +52,7 @@ MARK_DIGITS = 17  # f"{time.time():.6f}" until the year 2286
 FINE_BUCKETS = 10_000  # 10 us each, up to 100 ms
 
 HANDSHAKE_DUE, LIFETIME_DUE = 0, 1
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 # connection states
 OPENING, AWAIT_SUBSCRIBED, SIO_AWAIT_OPEN, SIO_AWAIT_CONNECT, SIO_AWAIT_ACK, READY, \
@@ -203,6 +204,8 @@ class _ClientProcess:
         index = self.started - 1
         try:
             if self.plan.source_hosts:
+                # the port is chosen at connect(), per destination, not at bind()
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((self.plan.source_hosts[index % len(self.plan.source_hosts)], 0))
             sock.connect(("127.0.0.1", self.plan.port))
             key = base64.b64encode(os.urandom(16)).decode()
