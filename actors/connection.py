@@ -192,16 +192,16 @@ class ConnectionActor(Actor[Control]):
             if not await self._handshake():
                 return
             if not self.stop_requested:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
                         if self.ref.depth:  # posted while logging in
                             self._controlling = True
                             nursery.start_soon(self._control)
                         await self._receive_loop()
                         nursery.cancel_scope.cancel()  # we closed while receiving
-                finally:
-                    self._nursery = None
+                    finally:
+                        self._nursery = None  # closing: no new task (a post may come)
             if self.stop_requested and not self.closing:
                 await self.close(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
         except* ConnectionClosed:
