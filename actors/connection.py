@@ -1,12 +1,16 @@
 """Connection actor: one per WebSocket. Handshake and JWT auth, subscriptions with
 authorisation, heartbeats both ways, idle timeout, rate limit, slow-consumer policy, resume.
 
-Tasks of one connection (all in its own nursery): the transport's writer, the receive
-loop (what the client sends) and the control loop over this actor's inbox (`Lagged` from
-topics, `SilenceTimeout` from the node's HeartbeatScheduler, which beats for every socket
-from one task; a stop request from the pool). Subscribing asks the topic through its
-inbox. Topics write frames straight into the socket's outbox through `offer` (never
-blocks): the one place where the hot path skips a channel (actors/topic.py).
+Tasks of one connection: an idle connection has one, the actor's own, which reads its
+client (the receive loop). Two more exist only while they have work, in the connection's
+nursery: the transport's writer, while the kernel refuses bytes
+(`WebSocketConnection.write_on_demand`), and the control task, while this actor's inbox
+holds messages (`Lagged` from topics, `SilenceTimeout` and `Expired` from the node's
+HeartbeatScheduler, which beats for every socket from one task, `Recheck` from the session
+guard): posting one starts it, and it ends when the inbox is empty. A stop request from the
+pool cancels the receive loop. Subscribing asks the topic through its inbox. Topics write
+frames straight into the socket's outbox through `offer` (never blocks): the one place
+where the hot path skips a channel (actors/topic.py).
 
 Slow-consumer policy (docs/protocol.md): when the outbox is over its bound, the transport
 refuses every offer; each topic that had a frame for us ends our subscription and posts
@@ -46,7 +50,8 @@ from sinal.domain.catalogue import (
     NOTIFICATION_TOPIC,
 )
 from sinal.domain.changes import Change, head_position, read_changes, retained_since
-from sinal.domain.principals import AuthError, Principal
+from sinal.domain.db import DB_SCOPE
+from sinal.domain.principals import AuthError, Principal, SessionStart, release_kept
 from sinal.domain.tokens import Claims, TokenError
 from sinal.engine.actor import Actor
 from sinal.engine.log import WS_LOGGER, event
@@ -107,6 +112,13 @@ CONTROL_INBOX = len(LOG_TOPICS) + 1 + 8
 
 class ConnectionActor(Actor[Control]):
     kind = "connection"
+    # slotted: tens of thousands of these live at once, and a dict per instance of this
+    # many attributes costs about 1.5 KB
+    __slots__ = ("__weakref__", "_controlling", "_nursery", "_pending", "_recheck_posted",
+                 "address", "beating", "claims", "closing", "encoding", "frames_in", "hub",
+                 "known_head", "last_rate_error", "last_seen", "offer", "over_budget",
+                 "over_window_start", "principal", "session", "session_id", "started_at",
+                 "subscriptions", "user_id", "ws")
 
     def __init__(self, ws: WebSocketConnection, hub: Hub, encoding: Encoding) -> None:
         self.session_id = uuid.uuid4().hex
@@ -134,27 +146,49 @@ class ConnectionActor(Actor[Control]):
         self._recheck_posted = False
         self.address = hub.client_address(ws.request)
         self._pending = False  # counted among the sockets waiting to log in
+        self.known_head = 0  # a change log head read from the database (at connect)
+        self._nursery: trio.Nursery | None = None  # for the tasks started on demand
+        self._controlling = False  # the control task runs
 
     # --- called synchronously by topics and the heartbeat scheduler: post to the inbox ---
 
     def lagged(self, subscription: Subscription) -> None:
-        if not self.ref.try_send(Lagged(subscription)):
+        if not self._post(Lagged(subscription)):
             log.error("%s: control inbox full, a slow-consumer notice was dropped", self.name)
 
     def timed_out(self) -> None:
-        self.ref.try_send(SilenceTimeout())
+        self._post(SilenceTimeout())
 
     def expired(self) -> None:
-        self.ref.try_send(Expired())
+        self._post(Expired())
 
     def recheck(self) -> None:
         if not self._recheck_posted:
-            self._recheck_posted = self.ref.try_send(Recheck())
+            self._recheck_posted = self._post(Recheck())
+
+    def _post(self, message: Control) -> bool:
+        """Into the inbox; start the control task unless it runs (or the session has not
+        started yet: then the session starts it)."""
+        if not self.ref.try_send(message):
+            return False
+        if self._nursery is not None and not self._controlling:
+            self._controlling = True
+            self._nursery.start_soon(self._control)
+        return True
+
+    def stop(self) -> None:
+        """A stop request (the pool, at shutdown): the receive loop ends; `main` then says
+        server_shutdown."""
+        super().stop()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def main(self) -> None:
-        """Serve the socket until it closes. The transport's writer must already run."""
+        """Serve the socket until it closes. The transport must have its writer (`run` in a
+        task, or `write_on_demand`)."""
+        DB_SCOPE.set("websocket")  # this task's queries (and its children's) count apart
         try:
             refusal = self.hub.pending_refusal(self.address)
             if refusal is not None:  # checked at the upgrade too; this is the strict check
@@ -165,10 +199,17 @@ class ConnectionActor(Actor[Control]):
             self._pending = True
             if not await self._handshake():
                 return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive_then_stop, nursery.cancel_scope)
-                await self._control()
-                nursery.cancel_scope.cancel()
+            if not self.stop_requested:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        if self.ref.depth:  # posted while logging in
+                            self._controlling = True
+                            nursery.start_soon(self._control)
+                        await self._receive_loop()
+                        nursery.cancel_scope.cancel()  # we closed while receiving
+                    finally:
+                        self._nursery = None  # closing: no new task (a post may come)
             if self.stop_requested and not self.closing:
                 await self.close(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
         except* ConnectionClosed:
@@ -220,21 +261,25 @@ class ConnectionActor(Actor[Control]):
         frame and its authentication. Every failure closes the socket."""
         settings = self.hub.settings
         with trio.move_on_after(settings.login_timeout) as scope:
-            principal, ref = await self._login()
+            start, ref = await self._login()
         if scope.cancelled_caught:
             await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
                              f"not logged in within {settings.login_timeout_ms} ms")
             return False
-        if principal is None:
+        if start is None:
             return False
+        principal = start.principal
+        assert principal is not None
         if self.hub.active_connections >= settings.max_connections:
             self.hub.refused_total += 1
+            await self._release_kept(start)
             await self.close(ErrorCode.POOL_FULL, "MAX_CONCURRENT_CONNECTIONS reached")
             return False
         self._settle_pending()
         assert self.claims is not None
         self.principal = principal
         self.user_id = principal.user_id
+        self.known_head = start.head
         welcome = Welcome(
             session_id=self.session_id,
             server_time=int(time.time() * 1000),
@@ -259,14 +304,32 @@ class ConnectionActor(Actor[Control]):
             )
         event(ws_log, "ws_connect", session=self.session_id, user=principal.user_id,
               role=principal.role, remote=request.remote if request else None)
-        # notifications flow to every connection of the user without a subscribe
-        await self._subscribe_topic(NOTIFICATION_TOPIC, None, None)
-        await self._deliver_kept_notifications()
+        self.ws.request = None  # the request head is not kept for the session's life
+        # The kept notifications first (older), then every notification after the head
+        # read in the same snapshot: those not taken now are published after that head.
+        self._offer_kept(start)
+        await self._subscribe_topic(NOTIFICATION_TOPIC, None, start.head)
         return True
 
-    async def _login(self) -> tuple[Principal | None, Any]:
-        """Read `connect` and authenticate it: the principal and the frame's ref, or
-        (None, None) once the socket has been closed with the reason."""
+    def _offer_kept(self, start: SessionStart) -> None:
+        from sinal.actors.notifications import kept_frames
+
+        for frame in kept_frames(start.kept, self.encoding):
+            if not self.ws.offer(frame):
+                break
+
+    async def _release_kept(self, start: SessionStart) -> None:
+        ids = [int(row["id"]) for row in start.kept]
+        if ids:
+            try:
+                await self.hub.db.run(lambda conn: release_kept(conn, ids))
+            except psycopg.Error as exc:
+                log.warning("%s: could not give back %d kept notifications: %s",
+                            self.name, len(ids), exc)
+
+    async def _login(self) -> tuple[SessionStart | None, Any]:
+        """Read `connect` and authenticate it: the session's start (one round trip) and the
+        frame's ref, or (None, None) once the socket has been closed with the reason."""
         frame = await self.ws.receive()
         self.last_seen = trio.current_time()
         received = self.session.receive(frame)
@@ -279,7 +342,7 @@ class ConnectionActor(Actor[Control]):
         try:
             # the user is read afresh: a session is long, memory may lag the database
             self.claims = auth.tokens.claims(received.token)
-            principal = await auth.principal(self.claims, user_id=received.user_id, fresh=True)
+            start = await auth.start_session(self.claims, user_id=received.user_id)
         except TokenError as exc:
             self._audit(exc.code, reason=str(exc),
                         claimed=self.claims.user_id if self.claims else None)
@@ -291,7 +354,7 @@ class ConnectionActor(Actor[Control]):
             log.warning("cannot authenticate %s: database unavailable: %s", self.session_id, exc)
             await self.close(ErrorCode.INTERNAL_ERROR, "database unavailable, retry later")
             return None, None
-        return principal, received.ref
+        return start, received.ref
 
     # --- receiving ---------------------------------------------------------------------
 
@@ -428,8 +491,9 @@ class ConnectionActor(Actor[Control]):
         old = self.subscriptions.pop(name, None)
         if old is not None:
             topic.leave(old)
-        if since is not None and since > topic.head:
-            head = await self.hub.db.run(head_position)
+        if since is not None and since > max(topic.head, self.known_head):
+            # the client knows of a change this node has not read yet: ask the database
+            head = self.known_head = await self.hub.db.run(head_position)
             if since > head:
                 self._send(Resync(topic=name, offset=topic.head, reason="offset_ahead"))
                 return
@@ -500,53 +564,52 @@ class ConnectionActor(Actor[Control]):
         self.subscriptions.clear()
         self.hub.metrics_sinks.discard(self)
 
-    async def _deliver_kept_notifications(self) -> None:
-        from sinal.actors.notifications import deliver_kept
-
-        await deliver_kept(self)
-
     # --- control -----------------------------------------------------------------------
 
-    async def _receive_then_stop(self, scope: trio.CancelScope) -> None:
-        await self._receive_loop()
-        scope.cancel()  # we closed while receiving (a bad frame, over budget)
-
     async def _control(self) -> None:
-        """Acts on the inbox: slow consumption reported by topics, silence, the token's
-        expiry, changed grants. Returns when it closed the connection, or when a stop was
-        requested."""
-        grace = self.hub.settings.connection_timeout
-        async for message in self.messages():
-            if self.closing:
-                continue  # closing (by us or the peer): nothing more is said
-            if isinstance(message, SilenceTimeout):
-                await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
-                                 f"nothing received for "
-                                 f"{self.hub.settings.connection_timeout_ms} ms")
-                return
-            if isinstance(message, Expired):
-                self._audit("revoked", reason="token_expired")
-                await self.close(ErrorCode.TOKEN_EXPIRED, "the token has expired: log in again")
-                return
-            if isinstance(message, Recheck):
-                if not await self._recheck():
+        """Acts on the inbox until it is empty: slow consumption reported by topics,
+        silence, the token's expiry, changed grants. When it closes the connection it also
+        ends the receive loop."""
+        try:
+            while (message := self.message_nowait()) is not None:
+                if self.closing:
+                    continue  # closing (by us or the peer): nothing more is said
+                if not await self._act_on(message):
+                    if self._nursery is not None:
+                        self._nursery.cancel_scope.cancel()
                     return
-                continue
-            sub = message.subscription
-            if self.subscriptions.get(sub.topic) is not sub:
-                continue  # already replaced (resubscribed) or ended
-            del self.subscriptions[sub.topic]
-            with trio.move_on_after(grace) as scope:
-                payload = self.session.send(Resync(topic=sub.topic, offset=sub.last_position,
-                                                   reason="slow_consumer"))
-                await self.ws.send_message(
-                    payload if self.encoding.binary else payload.decode())
-                self.ws.clear_slow()
-            if scope.cancelled_caught:
-                self._audit("closed_slow_consumer")
-                await self.close(ErrorCode.SLOW_CONSUMER,
-                                 "outbox did not drain within the connection timeout")
-                return
+        finally:
+            self._controlling = False
+
+    async def _act_on(self, message: Control) -> bool:
+        """One control message; False when the connection was closed."""
+        grace = self.hub.settings.connection_timeout
+        if isinstance(message, SilenceTimeout):
+            await self.close(ErrorCode.HEARTBEAT_TIMEOUT,
+                             f"nothing received for "
+                             f"{self.hub.settings.connection_timeout_ms} ms")
+            return False
+        if isinstance(message, Expired):
+            self._audit("revoked", reason="token_expired")
+            await self.close(ErrorCode.TOKEN_EXPIRED, "the token has expired: log in again")
+            return False
+        if isinstance(message, Recheck):
+            return await self._recheck()
+        sub = message.subscription
+        if self.subscriptions.get(sub.topic) is not sub:
+            return True  # already replaced (resubscribed) or ended
+        del self.subscriptions[sub.topic]
+        with trio.move_on_after(grace) as scope:
+            payload = self.session.send(Resync(topic=sub.topic, offset=sub.last_position,
+                                               reason="slow_consumer"))
+            await self.ws.send_message(payload if self.encoding.binary else payload.decode())
+            self.ws.clear_slow()
+        if scope.cancelled_caught:
+            self._audit("closed_slow_consumer")
+            await self.close(ErrorCode.SLOW_CONSUMER,
+                             "outbox did not drain within the connection timeout")
+            return False
+        return True
 
     async def _recheck(self) -> bool:
         """The user's grants changed: close when they may no longer connect, else end every

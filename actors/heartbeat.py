@@ -86,7 +86,7 @@ class HeartbeatScheduler:
         (once there have been about as many removals as live entries)."""
         conn.beating = False
         self._removed += 1
-        if self._removed * 3 > len(self._heap):
+        if self._removed * 3 >= len(self._heap):
             self._heap = [entry for entry in self._heap
                           if (alive := entry[3]()) is not None and alive.beating]
             heapq.heapify(self._heap)

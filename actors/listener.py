@@ -29,14 +29,18 @@ from typing import Any
 
 import psycopg
 import trio
+from psycopg import pq
+from psycopg.adapt import Transformer
 
 from sinal.actors.topic import TopicBatch
 from sinal.domain.changes import (
     CHANGES_CHANNEL,
     POSITIONS_CHANNEL,
     Change,
+    changes_of,
     head_position,
-    read_changes,
+    sequence_and_read,
+    sequence_and_read_sql,
     sequence_changes,
 )
 from sinal.domain.db import Database
@@ -71,6 +75,7 @@ class DatabaseListener(Actor[CatchUpNow]):
         self.last_read_at = 0.0
         self.changes_read = 0
         self.wakeups = 0
+        self.echoes = 0  # announcements of heads already read: no read for them
         self.listen_conn: psycopg.Connection[Any] | None = None
         self.runs = 0  # completed starts (first one and every restart)
         self._topics: dict[str, ActorRef[Any]] = {}
@@ -133,13 +138,21 @@ class DatabaseListener(Actor[CatchUpNow]):
         while True:
             with trio.move_on_after(self.poll_interval) as self._wait:
                 await trio.lowlevel.wait_readable(conn.pgconn.socket)
+            ticked = self._wait.cancelled_caught  # the poll interval passed, or CatchUpNow
             self._wait = None
             self.wakeups += 1
             # Drain here: with timeout=0 psycopg only reads what the socket already holds,
             # so no thread hop on the hot path. It raises OperationalError when the server
             # went away.
-            if self._drain(conn) == 0:
-                # a poll tick: prove the connection is alive (a dead peer is silent)
+            fresh, echoes = self._drain(conn)
+            if not fresh and echoes and not ticked:
+                # only announcements of heads already read (our own sequencer's among
+                # them): reading now would cost a round trip for nothing, and a change
+                # that commits meanwhile would wait behind it
+                self.echoes += echoes
+                continue
+            if not fresh and not echoes:
+                # a poll tick: prove the connection alive (a dead peer is silent)
                 await trio.to_thread.run_sync(self._ping, conn)
             await self.catch_up()
 
@@ -155,14 +168,69 @@ class DatabaseListener(Actor[CatchUpNow]):
         conn.execute(f"LISTEN {POSITIONS_CHANNEL}")
         return conn
 
+    async def _read_here(self, conn: psycopg.Connection[Any], after: int
+                         ) -> tuple[int, list[Change], int]:
+        """`sequence_and_read` on the listen connection itself, waiting on its socket in
+        this task: one round trip and no thread hop (a worker thread and the GIL handed
+        back and forth cost more CPU than the read). Returns (head, changes, fresh): the
+        notifications that arrived meanwhile are taken from libpq's queue here (the
+        socket will not wake `_follow` for them) and `fresh` counts those that may
+        announce something not read yet (a writer's change, a later head). A failed
+        statement fails the listener; its supervisor restarts it on a fresh connection."""
+        pgconn = conn.pgconn
+        fd = pgconn.socket
+        pgconn.send_query(sequence_and_read_sql(after, READ_LIMIT))
+        while pgconn.flush():
+            await trio.lowlevel.wait_writable(fd)
+        results: list[pq.abc.PGresult] = []
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    head, changes = self._decode(conn, results)
+                    return head, changes, self._queued_notifications(pgconn, head)
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    message = (result.error_message or b"").decode(errors="replace")
+                    raise psycopg.OperationalError(f"change log read failed: {message}")
+                results.append(result)
+            await trio.lowlevel.wait_readable(fd)
+
     @staticmethod
-    def _drain(conn: psycopg.Connection[Any]) -> int:
-        count = 0
-        for _ in conn.notifies(timeout=0):
-            count += 1
+    def _queued_notifications(pgconn: pq.abc.PGconn, head: int) -> int:
+        fresh = 0
+        while (note := pgconn.notifies()) is not None:
+            payload = note.extra.decode(errors="replace")
+            channel = note.relname.decode(errors="replace")
+            if channel != POSITIONS_CHANNEL or not payload.isdigit() or int(payload) > head:
+                fresh += 1
+        return fresh
+
+    @staticmethod
+    def _decode(conn: psycopg.Connection[Any], results: list[pq.abc.PGresult]
+                ) -> tuple[int, list[Change]]:
+        if len(results) != 2:
+            raise psycopg.OperationalError(f"change log read: {len(results)} results, not 2")
+        rows: list[list[tuple[Any, ...]]] = []
+        for result in results:
+            loader = Transformer(conn)
+            loader.set_pgresult(result)
+            rows.append(loader.load_rows(0, result.ntuples, tuple))
+        return int(rows[0][0][0]), changes_of(rows[1])
+
+    def _drain(self, conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        """Read the notifications the socket holds: (fresh, echoes), where an echo is a
+        `POSITIONS_CHANNEL` announcement of a head this listener has already read."""
+        fresh = echoes = 0
+        for note in conn.notifies(timeout=0):
+            if note.channel == POSITIONS_CHANNEL and note.payload.isdigit() \
+                    and int(note.payload) <= self.position:
+                echoes += 1
+            else:
+                fresh += 1
         if conn.closed or conn.broken:
             raise psycopg.OperationalError("listen connection lost")
-        return count
+        return fresh, echoes
 
     @staticmethod
     def _ping(conn: psycopg.Connection[Any]) -> None:
@@ -172,20 +240,22 @@ class DatabaseListener(Actor[CatchUpNow]):
         """Sequence and read until the log has nothing after our position."""
         while True:
             after = self.position
+            fresh = 0
+            if self.listen_conn is not None:
+                head, changes, fresh = await self._read_here(self.listen_conn, after)
+            else:
+                def work(conn: psycopg.Connection[Any], after: int = after
+                         ) -> tuple[int, list[Change]]:
+                    return sequence_and_read(conn, after, READ_LIMIT)  # one round trip
 
-            def work(conn: psycopg.Connection[Any], after: int = after
-                     ) -> tuple[int, list[Change]]:
-                head = sequence_changes(conn)
-                return head, read_changes(conn, after, READ_LIMIT)
-
-            head, changes = await self.db.run(work)
+                head, changes = await self.db.run(work)
             self.head_seen = head
             self.last_read_at = time.monotonic()
             if changes:
                 await self.dispatch(changes)
             elif head > self.position:
                 await self.dispatch([], up_to=head)
-            if len(changes) < READ_LIMIT:
+            if len(changes) < READ_LIMIT and not fresh:
                 return
 
     async def dispatch(self, changes: list[Change], up_to: int | None = None) -> None:

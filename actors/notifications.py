@@ -3,14 +3,16 @@ rules of domain/notifications.py, and what they ask for is written to `notificat
 (idempotently, so several nodes reading the same change create each notification once).
 The row travels the change log like any change and reaches its user's sockets on the
 `notifications` topic as a `notification` frame (`render_notification`); notifications
-kept for an offline user are handed out at their next connect (`deliver_kept`).
+kept for an offline user are handed out at their next connect (`kept_frames`; the
+connect's one query takes them, domain/principals.py `load_sessions`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 import trio
@@ -19,14 +21,11 @@ from sinal.actors.presence import PresenceWriter
 from sinal.actors.topic import Offered, Sink
 from sinal.domain.changes import Change
 from sinal.domain.db import Database
-from sinal.domain.notifications import insert_notifications, rules_for, take_kept
+from sinal.domain.notifications import insert_notifications, rules_for
 from sinal.engine.actor import Actor
 from sinal.engine.registry import Registry
 from sinal.protocol import Encoding, Notification, encode
 from sinal.websocket.frames import build_frame
-
-if TYPE_CHECKING:
-    from sinal.actors.connection import ConnectionActor
 
 log = logging.getLogger("sinal.notifications")
 
@@ -89,13 +88,8 @@ def mark_offered(presence: PresenceWriter) -> Offered:
     return on_offered
 
 
-async def deliver_kept(connection: ConnectionActor) -> None:
-    """At connect: every notification kept for this user (offline, or not pushed)."""
-    user_id = connection.user_id
-    rows = await connection.hub.db.run(lambda conn: take_kept(conn, user_id))
-    encoding = connection.encoding
-    for row in rows:
-        frame = build_frame(encode(notification_of(row, None), encoding),
-                            text=not encoding.binary)
-        if not connection.offer(frame):
-            break
+def kept_frames(rows: Sequence[dict[str, Any]], encoding: Encoding) -> list[bytes]:
+    """At connect: the frames of the notifications kept for the user (offline, or not
+    pushed), oldest first; they carry no offset."""
+    return [build_frame(encode(notification_of(row, None), encoding), text=not encoding.binary)
+            for row in rows]

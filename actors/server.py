@@ -34,17 +34,12 @@ log = logging.getLogger("sinal.server")
 WS_PATH = "/ws"
 
 
-async def _run_connection(actor: ConnectionActor, *,
-                          task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-    await actor.run(task_status=task_status)
-
-
 def connection_pool(hub: Hub) -> DynamicSupervisor:
     """MAX_CONCURRENT_CONNECTIONS logged-in sockets, plus the pre-login quota: a socket that
     has not logged in can never take a logged-in user's slot."""
     settings = hub.settings
     return DynamicSupervisor(
-        "connections", _run_connection, child_kind="connection",
+        "connections", ConnectionActor.run, child_kind="connection",
         max_children=settings.max_connections + settings.prelogin_max, shutdown=2.0,
     )
 

@@ -5,7 +5,10 @@ Its inbox carries two kinds of message, handled one at a time in order:
   positions (since, up_to]. For every change the topic builds the `data_update` frame at
   most once per wire encoding (the WebSocket frame bytes are identical for every socket)
   and offers the same bytes to every subscription whose filter matches. Subscriptions with
-  equal filters form one group: the filter runs once per group, not once per socket.
+  equal filters form one group: the filter runs once per group, not once per socket, and
+  only for the groups whose filters pin a key the change carries (or pin none): the
+  groups are routed by key (`FilterIndex`, domain/routing.py), so a notification costs one
+  evaluation however many users are connected.
 - `SubscribeRequest` from a connection: join the live set when nothing is owed after the
   subscriber's `since`; otherwise answer what is owed -- a `Replay` of ring entries, or,
   when `since` is older than the ring, a `CatchUp` that the caller reads from the change
@@ -21,8 +24,10 @@ queues (never blocks). A message per socket per change would cost 2-4x the CPU
 that refuses a frame (its outbox is full) is a slow consumer; its subscription ends at
 once and the topic reports it with `Sink.lagged(subscription)`, which only posts a message
 to the connection's inbox; the connection decides (resync or close). A slow socket never
-slows the topic or anyone else. Unsubscribing marks the subscription inactive at once
-(fan-out skips it) and posts an `Unsubscribe` to drop it.
+slows the topic or anyone else. Unsubscribing (`Topic.leave`) drops the subscription at
+once, in the caller's task: the topic's handlers never yield in the middle of their work
+(publishing and deciding a subscription are synchronous), so the group lists cannot change
+under them, and a closed connection is referenced by no topic the moment it leaves.
 
 The ring holds every change of the topic after `ring_floor`. The topic learns where it
 stands from the batches alone: a batch that starts after the topic's head (the node
@@ -41,6 +46,7 @@ import trio
 
 from sinal.domain.access import RowFilter
 from sinal.domain.changes import Change
+from sinal.domain.routing import FilterIndex
 from sinal.engine.actor import Actor
 from sinal.engine.registry import Registry
 from sinal.protocol import DataUpdate, Encoding, encode
@@ -91,12 +97,7 @@ class SubscribeRequest:
     result: Joined | Replay | CatchUp | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    subscription: Subscription
-
-
-TopicMessage = TopicBatch | SubscribeRequest | Unsubscribe
+TopicMessage = TopicBatch | SubscribeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ class Topic(Actor[TopicMessage]):
         self.ring: deque[_Entry] = deque(maxlen=ring_size)
         self.ring_floor = head  # the ring holds every change of this topic after this
         self.groups: dict[RowFilter, list[Subscription]] = {}
+        self.index = FilterIndex()  # the groups' filters by the keys they pin
         self.subscribers = 0
         self.frames_out = 0
         self.encodes = 0
@@ -195,13 +197,11 @@ class Topic(Actor[TopicMessage]):
     async def handle(self, message: TopicMessage) -> None:
         if isinstance(message, TopicBatch):
             self.publish(message)
-        elif isinstance(message, SubscribeRequest):
+        else:
             try:
                 message.result = self.subscribe(message.sink, message.filter, message.since)
             finally:
                 message.done.set()
-        else:
-            self.unsubscribe(message.subscription)
 
     async def main(self) -> None:
         try:
@@ -221,11 +221,9 @@ class Topic(Actor[TopicMessage]):
         return request.result
 
     def leave(self, sub: Subscription) -> None:
-        """Called by the subscriber: stop at once (fan-out skips it), drop it soon."""
-        if sub.active:
-            sub.active = False
-            if not self.ref.try_send(Unsubscribe(sub)):
-                self.unsubscribe(sub)  # inbox full: drop it here and now
+        """Called by the subscriber: the subscription is dropped at once (synchronous, no
+        checkpoint: safe from any task, see the module's docstring)."""
+        self.unsubscribe(sub)
 
     # --- subscriptions (synchronous: no checkpoint inside) -----------------------------
 
@@ -243,7 +241,11 @@ class Topic(Actor[TopicMessage]):
             if owed:
                 return Replay(entries=owed, until=self.head)
         sub = Subscription(sink, self.topic, row_filter, last_position=max(start, self.head))
-        self.groups.setdefault(row_filter, []).append(sub)
+        group = self.groups.get(row_filter)
+        if group is None:
+            group = self.groups[row_filter] = []
+            self.index.add(row_filter)
+        group.append(sub)
         self.subscribers += 1
         return Joined(sub, self.head)
 
@@ -260,6 +262,7 @@ class Topic(Actor[TopicMessage]):
         self.subscribers -= 1
         if not group:
             del self.groups[sub.filter]
+            self.index.remove(sub.filter)
 
     # --- fan-out -----------------------------------------------------------------------
 
@@ -288,22 +291,31 @@ class Topic(Actor[TopicMessage]):
             self._head_lot.unpark_all()
 
     def _fan_out(self, entries: list[_Entry]) -> None:
-        """One write per subscriber per batch: the frames a group's filter matches are
-        joined once per encoding, and those same bytes go to every member of the group.
-        Under load batches grow, so the cost per change falls as the rate rises."""
+        """Route each change to the groups whose filters it matches (`FilterIndex`: only
+        the groups that pin one of its keys, and those that pin none, are evaluated), then
+        make one write per subscriber per batch: the frames a group matched are joined once
+        per encoding, and those same bytes go to every member of the group. Under load
+        batches grow, so the cost per change falls as the rate rises."""
+        matching = self.index.matching
+        by_group: dict[RowFilter, list[_Entry]] = {}
+        for entry in entries:
+            change = entry.change
+            for row_filter in matching(change.new_row, change.old_row, change.op):
+                matched = by_group.get(row_filter)
+                if matched is None:
+                    by_group[row_filter] = [entry]
+                else:
+                    matched.append(entry)
         dropped: list[Subscription] = []
         on_offered = self.on_offered
-        for row_filter, subs in self.groups.items():
-            matched = [e for e in entries
-                       if row_filter.matches(e.change.new_row, e.change.old_row, e.change.op)]
-            if not matched:
-                continue
+        groups = self.groups
+        for row_filter, matched in by_group.items():
             first = matched[0].change.position
             last = matched[-1].change.position
             joined: dict[Encoding, bytes] = {}
-            for sub in subs:
+            for sub in groups[row_filter]:
                 if not sub.active:
-                    continue  # left; its Unsubscribe is on the way
+                    continue  # a guard: a subscription leaves its group as it ends
                 encoding = sub.sink.encoding
                 if sub.last_position < first:
                     items = matched
@@ -334,6 +346,7 @@ class Topic(Actor[TopicMessage]):
         """Drop every subscription and tell its sink (after a crash: nothing is trusted)."""
         subs = [s for group in self.groups.values() for s in group if s.active]
         self.groups.clear()
+        self.index.clear()
         self.subscribers = 0
         for sub in subs:
             sub.active = False

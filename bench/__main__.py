@@ -35,20 +35,24 @@ from bench.harness import (
     raise_fd_limit,
     workdir,
 )
+from bench.memory import MemoryOptions, run_memory
 from bench.report import write
 from bench.rest import RestOptions, run_rest
 from bench.scenario import ScenarioOptions, run_scenario
+from bench.storms import StormOptions, run_connect, run_notify
 
-PARTS = ("fanout", "connections", "rest", "scenario", "aggregates")
+PARTS = ("fanout", "connections", "rest", "scenario", "aggregates", "notify", "connect",
+         "memory")
+DEFAULT_PARTS = ("fanout", "connections", "rest", "scenario", "aggregates")
 # rough seconds each part needs on 2 cores with the default options (for --budget)
 ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0,
-             "aggregates": 40.0}
+             "aggregates": 40.0, "notify": 120.0, "connect": 240.0, "memory": 90.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("parts", nargs="*", metavar="part",
-                        help=f"any of {', '.join(PARTS)} (default: all)")
+                        help=f"any of {', '.join(PARTS)} (default: all but memory)")
     parser.add_argument("--clients", default="100,1000,5000",
                         help="fan-out subscriber counts, comma-separated")
     parser.add_argument("--stacks", default="sinal,peer", help="sinal, peer or both")
@@ -66,6 +70,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="idle connections to hold")
     parser.add_argument("--hold", type=float, default=12.0, help="seconds to hold them")
     parser.add_argument("--heartbeat-ms", type=int, default=5000)
+    parser.add_argument("--memory-connections", type=int, default=5000,
+                        help="idle connections the memory part traces")
+    parser.add_argument("--users", type=int, default=10_000,
+                        help="connected users of the notification storm (one socket each)")
+    parser.add_argument("--notify-rate", type=float, default=1000.0,
+                        help="notifications per second in the notification storm")
+    parser.add_argument("--notify-seconds", type=float, default=5.0)
+    parser.add_argument("--connects", default="10000,50000",
+                        help="connect storm sizes, comma-separated")
     parser.add_argument("--wrk-seconds", type=float, default=5.0)
     parser.add_argument("--rest-url", default="",
                         help="measure REST on this running server instead of a fresh node")
@@ -91,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
     if not args.parts or "all" in args.parts:
-        args.parts = list(PARTS)
+        args.parts = list(DEFAULT_PARTS)
     if args.quick:
         args.clients = "100,1000"
         args.connections = min(args.connections, 2000)
@@ -110,7 +123,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    fds = raise_fd_limit(65536)
+    fds = raise_fd_limit(262144)
     pin = not args.no_pin
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     t0 = time.monotonic()
@@ -137,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             profile_at=0 if args.no_profile else args.profile_at, pin=pin), log),
         "connections": lambda db, wd: run_connections(db, wd, ConnectionsOptions(
             target=args.connections,
-            steps=[s for s in (1000, 2500, 5000, 7500) if s < args.connections]
-            + [args.connections],
+            steps=[s for s in (1000, 2500, 5000, 7500, 10_000, 25_000, 50_000)
+                   if s < args.connections] + [args.connections],
             heartbeat_ms=args.heartbeat_ms, hold_seconds=args.hold, stacks=stacks, pin=pin,
             profile=not args.no_profile), log),
         "rest": lambda db, wd: run_rest(db, wd, RestOptions(
@@ -148,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             time_scale=args.time_scale, pin=pin), log),
         "aggregates": lambda db, wd: run_aggregates(AggregatesOptions(
             changes=args.aggregate_changes, subscribers=args.dashboard_subscribers), log),
+        "notify": lambda db, wd: run_notify(db, wd, StormOptions(
+            users=args.users, notify_rate=args.notify_rate,
+            notify_seconds=args.notify_seconds, stacks=stacks, pin=pin), log),
+        "connect": lambda db, wd: run_connect(db, wd, StormOptions(
+            connects=[int(n) for n in args.connects.split(",") if n], stacks=stacks,
+            pin=pin, profile_seconds=0 if args.no_profile else 8.0), log),
+        "memory": lambda db, wd: run_memory(db, wd, MemoryOptions(
+            connections=args.memory_connections, heartbeat_ms=args.heartbeat_ms, pin=pin), log),
     }
     log(f"machine: {results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}; "
         f"{results['cpuPlan']}; parts: {', '.join(args.parts)}")

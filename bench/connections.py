@@ -22,6 +22,7 @@ from bench.harness import BENCH_TOPIC, BenchDatabase, CpuPlan, ServerProcess, si
 from bench.loadclient import ClientPlan, LoadClients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
 from bench.profile import Profile, top_line
+from bench.storms import PORTS_PER_ADDRESS, clients_for
 
 CLIENTS_PER_PROCESS = 2500
 
@@ -44,6 +45,8 @@ def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
             "WEBSOCKET_HEARTBEAT_INTERVAL": str(options.heartbeat_ms),
             "WEBSOCKET_CONNECTION_TIMEOUT": str(3 * options.heartbeat_ms),
             "MAX_CONCURRENT_CONNECTIONS": str(options.target + 1000),
+            # every client comes from a handful of loopback addresses
+            "WEBSOCKET_PRELOGIN_PER_ADDRESS": str(options.target + 1000),
         }).start()
     return socketio_server(db, wd, cpus=cpus.server).start()
 
@@ -62,13 +65,22 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         result["baselineRssMb"] = round(baseline / 2**20, 1)
         result["steps"].append({"connections": 0, "rssMb": result["baselineRssMb"]})
         held = 0
+        hosts = 0  # loopback source addresses taken by earlier steps (past 127.0.0.1)
         t0 = time.perf_counter()
         for step in steps:
             size = step - held
+            # each step connects from addresses of its own once one address would run out
+            # of ephemeral ports (about 28,000 towards one server port)
+            sources: tuple[str, ...] = ()
+            if options.target > PORTS_PER_ADDRESS:
+                count = math.ceil(size / PORTS_PER_ADDRESS)
+                sources = tuple(f"127.0.0.{hosts + k + 2}" for k in range(count))
+                hosts += count
             plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
                               size, token, (BENCH_TOPIC,),
-                              heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load)
-            group = LoadClients(plan, math.ceil(size / CLIENTS_PER_PROCESS))
+                              heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load,
+                              source_hosts=sources)
+            group = clients_for(plan)
             groups.append(group)
             report = group.wait_ready(timeout=300)
             held += report["ready"]

@@ -394,6 +394,9 @@ def sinal_server(db: BenchDatabase, workdir: Path, *, cpus: frozenset[int] = fro
         "MAX_CONCURRENT_CONNECTIONS": "20000",
         # the bench measures throughput, not the per-user limiter (all clients are one user)
         "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000",
+        # nor the per-address pre-login quota (every client comes from 127.0.0.x, with up
+        # to 128 handshakes in flight per client process)
+        "WEBSOCKET_PRELOGIN_PER_ADDRESS": "1000000",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(settings or {})

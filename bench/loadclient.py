@@ -52,6 +52,7 @@ MARK_DIGITS = 17  # f"{time.time():.6f}" until the year 2286
 FINE_BUCKETS = 10_000  # 10 us each, up to 100 ms
 
 HANDSHAKE_DUE, LIFETIME_DUE = 0, 1
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 # connection states
 OPENING, AWAIT_SUBSCRIBED, SIO_AWAIT_OPEN, SIO_AWAIT_CONNECT, SIO_AWAIT_ACK, READY, \
@@ -117,6 +118,9 @@ class ClientPlan:
     connect_rate: float = 0.0  # arrivals per second (this process); 0: as fast as possible
     lifetime: float = 0.0  # seconds a connection stays after it is ready; 0: until exit
     phase: str = "0"  # the writer phase whose frames count until the driver says otherwise
+    tokens: tuple[str, ...] = ()  # one per connection (distinct users); else `token` for all
+    source_hosts: tuple[str, ...] = ()  # local addresses to connect from, in turn (127.0.0.x:
+    # each gives its own ~28,000 ephemeral ports towards one server port)
 
 
 @dataclass(slots=True, eq=False)
@@ -126,6 +130,7 @@ class _Conn:
     pending: bytes = b""
     head: bytes = b""
     opened_at: float = 0.0  # perf_counter
+    hello: bytes = b""  # its own connect frame(s) when the plan has a token per connection
 
 
 @dataclass
@@ -196,7 +201,12 @@ class _ClientProcess:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         opened_at = time.perf_counter()
+        index = self.started - 1
         try:
+            if self.plan.source_hosts:
+                # the port is chosen at connect(), per destination, not at bind()
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.plan.source_hosts[index % len(self.plan.source_hosts)], 0))
             sock.connect(("127.0.0.1", self.plan.port))
             key = base64.b64encode(os.urandom(16)).decode()
             sock.sendall((
@@ -209,12 +219,23 @@ class _ClientProcess:
             self.failed[f"connect: {exc.strerror or exc}"] += 1
             return
         sock.setblocking(False)
-        conn = _Conn(sock, OPENING, opened_at=opened_at)
+        conn = _Conn(sock, OPENING, opened_at=opened_at, hello=self.hello_for(index))
         self.by_fd[sock.fileno()] = conn
         self.poller.register(sock.fileno(), select.EPOLLIN)
         if self.plan.handshake_timeout:
             heapq.heappush(self.endings, (time.monotonic() + self.plan.handshake_timeout,
                                           next(self.seq), HANDSHAKE_DUE, conn))
+
+    def hello_for(self, index: int) -> bytes:
+        """The first frame(s) of connection `index` when each has its own token."""
+        if not self.plan.tokens:
+            return b""
+        token = self.plan.tokens[index % len(self.plan.tokens)]
+        if self.plan.protocol == "socketio":
+            return client_frame(msgpack.packb({"type": 0, "nsp": "/", "data": {"token": token}}))
+        return client_frame(msgpack.packb({"event": "connect", "token": token})) + \
+            client_frame(msgpack.packb({"event": "subscribe", "events": list(self.plan.topics),
+                                        "ref": 1}))
 
     def open_more(self) -> None:
         plan = self.plan
@@ -270,7 +291,7 @@ class _ClientProcess:
                     conn.state = SIO_AWAIT_OPEN
                 else:
                     conn.state = AWAIT_SUBSCRIBED
-                    conn.sock.sendall(self.sinal_hello)
+                    conn.sock.sendall(conn.hello or self.sinal_hello)
             except OSError as exc:
                 self.fail(conn, f"send: {exc.strerror or exc}")
                 return
@@ -309,7 +330,7 @@ class _ClientProcess:
         if conn.state == SIO_AWAIT_OPEN:
             if opcode == 1 and payload[:1] == b"0":
                 conn.state = SIO_AWAIT_CONNECT
-                conn.sock.sendall(self.sio_connect)
+                conn.sock.sendall(conn.hello or self.sio_connect)
             return
         if opcode == 1:
             if payload == b"2":
@@ -566,8 +587,12 @@ class LoadClients:
         ctx = mp.get_context("spawn")
         share, extra = divmod(plan.connections, processes)
         values = {f.name: getattr(plan, f.name) for f in fields(plan)}
+        first = 0
         for i in range(processes):
-            values["connections"] = share + (1 if i < extra else 0)
+            values["connections"] = count = share + (1 if i < extra else 0)
+            if plan.tokens:
+                values["tokens"] = plan.tokens[first:first + count]
+            first += count
             values["connect_rate"] = plan.connect_rate / processes
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=client_main, args=(ClientPlan(**values), child),

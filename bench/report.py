@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.report_storms import storm_markdown, storm_targets
+
 NA = "n/a"
 STACK_COLORS = {"sinal": "tab:blue", "peer": "tab:orange"}
 
@@ -152,6 +154,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         add("seed minThroughput 1,000 req/s (REST 304, wrk)",
             _fmt(nm) + " req/s" if nm is not None else rest.get("note", NA),
             None if nm is None else nm >= 1000)
+    for target, measured, ok, note in storm_targets(results):
+        add(target, measured, ok, note)
     return rows
 
 
@@ -329,6 +333,7 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
         lines += [f"(Microseconds per change of the log; the baseline is "
                   f"{_fmt(agg.get('fanoutUsPerTopicChange'), 2)} us per purchase-request "
                   "change it fanned out.)", ""]
+    lines += storm_markdown(results)
     notes = results.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

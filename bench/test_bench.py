@@ -174,3 +174,29 @@ def test_aggregates_part_reports_costs_per_change_and_ratios() -> None:
                      "aggregates": result}, [])
     assert "## Aggregates (the dashboard)" in text
     assert "aggregates, 16 subscribers, a flush per batch" in text
+
+
+def test_storm_targets_and_tables() -> None:
+    from bench.report_storms import storm_markdown, storm_targets
+
+    latency = {"p50": 3.0, "p95": 9.0, "p99": 12.5, "max": 30.0}
+    results = {
+        "notify": {"runs": [
+            {"stack": "sinal", "users": 10_000, "commitRate": 998.0, "delivered": 1.0,
+             "latencyMs": latency, "serverCpuPercent": 40.0, "serverRssMb": 300.0,
+             "connectSeconds": 9.0},
+            {"stack": "peer", "error": "RuntimeError('gone')"}]},
+        "connect": {"runs": [
+            {"stack": "sinal", "connections": 10_000, "ready": 10_000, "seconds": 6.0,
+             "connectMs": latency, "serverCpuSeconds": 5.0, "serverRssMb": 200.0,
+             "clientProcesses": 4},
+            {"stack": "peer", "connections": 10_000, "ready": 10_000, "seconds": 5.0,
+             "connectMs": latency, "serverCpuSeconds": 4.0, "serverRssMb": 150.0,
+             "clientProcesses": 4}]},
+    }
+    rows = {target.split(":")[0]: (ok, note) for target, _, ok, note in storm_targets(results)}
+    assert rows["notification storm"] == (True, "")
+    assert rows["connect storm 10,000"] == (False, "1.20x the peer's time")
+    text = "\n".join(storm_markdown(results))
+    assert "## Notification storm" in text and "## Connect storm" in text
+    assert "RuntimeError('gone')" in text

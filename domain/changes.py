@@ -65,6 +65,36 @@ def read_changes(
     return [_to_change(r) for r in rows]
 
 
+def sequence_and_read(conn: psycopg.Connection[Any], after: int, limit: int = 1000,
+                      max_rows: int = 10000) -> tuple[int, list[Change]]:
+    """`sequence_changes` then `read_changes`, in one round trip: both statements go in one
+    simple-protocol message (a client-side cursor), which PostgreSQL runs as one implicit
+    transaction: the read sees the positions just given, and the call returns only once
+    that transaction has committed. Returns (head, changes after `after`)."""
+    with psycopg.ClientCursor(conn) as cursor:
+        cursor.execute(f"SELECT sinal_sequence_changes(%s); "
+                       f"SELECT {_COLUMNS} FROM sinal_changes_after(%s, %s, NULL)",
+                       (max_rows, after, limit))
+        row = cursor.fetchone()
+        assert row is not None
+        head = int(row["sinal_sequence_changes"] if isinstance(row, dict) else row[0])
+        if not cursor.nextset():
+            raise psycopg.InterfaceError("the change log read returned no result")
+        return head, [_to_change(r) for r in cursor.fetchall()]
+
+
+def sequence_and_read_sql(after: int, limit: int = 1000, max_rows: int = 10000) -> bytes:
+    """The text of `sequence_and_read`'s two statements, for a caller that sends it itself
+    (the listener, on its own connection, without a thread)."""
+    return (f"SELECT sinal_sequence_changes({int(max_rows)}); SELECT {_COLUMNS} "
+            f"FROM sinal_changes_after({int(after)}, {int(limit)}, NULL)").encode()
+
+
+def changes_of(rows: list[tuple[Any, ...]]) -> list[Change]:
+    """Rows of the change log's columns, in their order, as `Change`s."""
+    return [_to_change(r) for r in rows]
+
+
 def head_position(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT position FROM change_log_head").fetchone()
     assert row is not None

@@ -120,20 +120,6 @@ def insert_notifications(conn: psycopg.Connection[Any], pending: list[dict[str, 
     return created
 
 
-def take_kept(conn: psycopg.Connection[Any], user_id: str, limit: int = 500
-              ) -> list[dict[str, Any]]:
-    """At connect: the notifications kept for `user_id` (offline, or not pushed), marked
-    delivered in the same statement, oldest first."""
-    with conn.transaction():
-        rows = conn.execute(
-            "UPDATE notifications SET delivered_at = now() WHERE id IN ("
-            " SELECT id FROM notifications WHERE user_id = %s AND delivered_at IS NULL"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, kind, message, action, sound, created_at", (user_id, limit),
-        ).fetchall()
-    return sorted(rows, key=lambda r: r["id"])
-
-
 def notify_admins(conn: psycopg.Connection[Any], message: str, action: dict[str, Any]) -> int:
     """One `performance_alert` notification per active admin (their preferences applied)."""
     cur = conn.execute(_NOTIFY_ADMINS, {"kind": ALERT_KIND, "message": message,

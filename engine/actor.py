@@ -16,6 +16,10 @@ Reset any per-run state in `Actor.on_start`.
 Stopping: a supervisor first asks politely with `ActorRef.request_stop` (the
 default message loop ends between two messages), and cancels the task only if it
 has not ended within its shutdown deadline.
+
+The inbox is a `Mailbox`: a bounded FIFO that costs a few hundred bytes while nobody
+waits on it (a node has one actor per connection, tens of thousands of them); the
+parking lots for waiting senders and the waiting receiver are made when first needed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import trio
 from sinal.engine.metrics import INBOX_REFUSED
 from sinal.engine.registry import Registry, default_registry
 
-__all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef"]
+__all__ = ["DEFAULT_INBOX_CAPACITY", "Actor", "ActorRef", "Mailbox"]
 
 DEFAULT_INBOX_CAPACITY = 64
 """Inbox bound used when an actor does not choose one."""
@@ -44,17 +48,78 @@ def _check_capacity(capacity: int) -> int:
     return capacity
 
 
+class Mailbox(Generic[MsgT]):
+    """A bounded FIFO for one receiving task: `put` waits while full, `put_nowait` says
+    False, `get` waits while empty, `get_nowait` raises `trio.WouldBlock`."""
+
+    __slots__ = ("capacity", "_items", "_receivers", "_senders")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: list[MsgT] = []
+        self._receivers: trio.lowlevel.ParkingLot | None = None
+        self._senders: trio.lowlevel.ParkingLot | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, message: MsgT) -> bool:
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.append(message)
+        if self._receivers:
+            self._receivers.unpark_all()
+        return True
+
+    async def put(self, message: MsgT) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while len(self._items) >= self.capacity:
+            if self._senders is None:
+                self._senders = trio.lowlevel.ParkingLot()
+            await self._senders.park()
+            parked = True
+        self.put_nowait(message)
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def get_nowait(self) -> MsgT:
+        if not self._items:
+            raise trio.WouldBlock
+        message = self._items.pop(0)  # bounded and short: cheaper than a deque's block
+        if self._senders:
+            # one slot, one sender woken, first come first served (waking them all would
+            # cost O(waiting senders) per message: thousands of connections subscribing at
+            # once). A woken sender appends before anything else can run in its task; if
+            # another took the slot meanwhile, it parks again, and the next get wakes one.
+            self._senders.unpark(count=1)
+        return message
+
+    async def get(self) -> MsgT:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while not self._items:
+            if self._receivers is None:
+                self._receivers = trio.lowlevel.ParkingLot()
+            await self._receivers.park()
+            parked = True
+        message = self.get_nowait()
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+
 class ActorRef(Generic[MsgT]):
     """The sending end of an actor's inbox, plus its name and kind."""
 
-    __slots__ = ("name", "kind", "refused", "_send", "_stop_hook", "_refused_metric")
+    __slots__ = ("name", "kind", "refused", "_box", "_stop_hook", "_refused_metric")
 
-    def __init__(self, name: str, kind: str, send_channel: trio.MemorySendChannel[MsgT]) -> None:
+    def __init__(self, name: str, kind: str, box: Mailbox[MsgT]) -> None:
         self.name = name
         self.kind = kind
         self.refused = 0
         """How many `try_send` calls found the inbox full."""
-        self._send = send_channel
+        self._box = box
         self._stop_hook: Callable[[], None] | None = None
         self._refused_metric = INBOX_REFUSED.labels(kind=kind)
 
@@ -63,27 +128,25 @@ class ActorRef(Generic[MsgT]):
 
     async def send(self, message: MsgT) -> None:
         """Put ``message`` in the inbox, waiting while it is full."""
-        await self._send.send(message)
+        await self._box.put(message)
 
     def try_send(self, message: MsgT) -> bool:
         """Put ``message`` in the inbox if there is room; False (and counted) if full."""
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            self.refused += 1
-            self._refused_metric.inc()
-            return False
-        return True
+        if self._box.put_nowait(message):
+            return True
+        self.refused += 1
+        self._refused_metric.inc()
+        return False
 
     @property
     def depth(self) -> int:
         """Messages waiting in the inbox."""
-        return self._send.statistics().current_buffer_used
+        return len(self._box)
 
     @property
     def capacity(self) -> int:
         """The inbox bound."""
-        return int(self._send.statistics().max_buffer_size)
+        return self._box.capacity
 
     def request_stop(self) -> bool:
         """Ask the running actor to finish after the message it is handling.
@@ -98,12 +161,8 @@ class ActorRef(Generic[MsgT]):
 
     def inbox_status(self) -> dict[str, int]:
         """``{"depth", "capacity", "refused"}`` for status snapshots."""
-        stats = self._send.statistics()
-        return {
-            "depth": stats.current_buffer_used,
-            "capacity": int(stats.max_buffer_size),
-            "refused": self.refused,
-        }
+        return {"depth": len(self._box), "capacity": self._box.capacity,
+                "refused": self.refused}
 
 
 class _Messages(Generic[MsgT]):
@@ -124,7 +183,7 @@ class _Messages(Generic[MsgT]):
         with trio.CancelScope() as waiting:
             actor._waiting = waiting
             try:
-                message = await actor._receive.receive()
+                message = await actor._inbox.get()
             finally:
                 actor._waiting = None
         if waiting.cancelled_caught:
@@ -142,6 +201,8 @@ class Actor(Generic[MsgT]):
     """
 
     kind: ClassVar[str] = "actor"
+    __slots__ = ("_inbox", "_running", "_stop_requested", "_waiting", "name", "ref",
+                 "registry", "unique_name")
 
     def __init__(
         self,
@@ -153,12 +214,11 @@ class Actor(Generic[MsgT]):
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty string, got {name!r}")
-        send, receive = trio.open_memory_channel[MsgT](_check_capacity(capacity))
+        self._inbox: Mailbox[MsgT] = Mailbox(_check_capacity(capacity))
         self.name = name
         self.registry = registry if registry is not None else default_registry
         self.unique_name = unique_name
-        self.ref: ActorRef[MsgT] = ActorRef(name, self.kind, send)
-        self._receive = receive
+        self.ref: ActorRef[MsgT] = ActorRef(name, self.kind, self._inbox)
         self._running = False
         self._stop_requested = False
         self._waiting: trio.CancelScope | None = None
@@ -202,10 +262,19 @@ class Actor(Generic[MsgT]):
         """The actor's body; by default, `handle` every message until stopped."""
         async for message in self.messages():
             await self.handle(message)
+            del message  # hold nothing of the last message while waiting for the next
 
     async def handle(self, message: MsgT) -> None:
         """Process one message from the inbox."""
         raise NotImplementedError(f"{type(self).__name__} must implement handle() or main()")
+
+    def message_nowait(self) -> MsgT | None:
+        """The next message if one is waiting, else None (never waits). For an actor that
+        handles its inbox only when something arrives, in a task of its own making."""
+        try:
+            return self._inbox.get_nowait()
+        except trio.WouldBlock:
+            return None
 
     def messages(self) -> _Messages[MsgT]:
         """Iterate over the inbox until a stop is requested."""

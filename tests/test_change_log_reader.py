@@ -187,3 +187,21 @@ def test_naive_reader_skips_a_late_commit_and_the_rule_does_not(db_url: str) -> 
     rule_names = [k[1] for _, k in rule_seen + rule_more]
     assert naive_names == ["fast"]  # 'slow' is lost for good
     assert rule_names == ["fast", "slow"]
+
+
+def test_sequence_and_read_is_the_reader_rule_in_one_round_trip(db_url: str) -> None:
+    """Both statements in one message: the read sees the positions just given."""
+    from psycopg.rows import dict_row
+
+    from sinal.domain.changes import sequence_and_read
+
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        start = sequence_changes(conn)
+        for name in ("a", "b", "c"):
+            conn.execute("INSERT INTO suppliers (name, email) VALUES (%s, 'x@y')", (name,))
+        head, changes = sequence_and_read(conn, start, limit=2)
+        assert head == start + 3
+        assert [c.position for c in changes] == [start + 1, start + 2]
+        assert [c.row["name"] for c in changes] == ["a", "b"]
+        head, rest = sequence_and_read(conn, start + 2)
+        assert head == start + 3 and [c.row["name"] for c in rest] == ["c"]

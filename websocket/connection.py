@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, NoReturn, cast
@@ -65,6 +66,10 @@ __all__ = [
 
 #: Buffers joined into one ``sendmsg`` call by the writer (well under IOV_MAX).
 _MAX_IOV = 64
+
+#: The outbox of a connection that never queued anything: one shared, always empty deque
+#: (a deque costs about 760 bytes; most connections never need one). Never mutated.
+_NO_QUEUE: deque[bytes | memoryview] = deque()
 
 
 class ConnectionClosed(Exception):
@@ -160,8 +165,10 @@ class WebSocketConnection:
         "_refuse_offers",
         "_slow",
         "_sock",
+        "_spawn",
         "_state",
         "_stream",
+        "_writer_running",
         "_writer_wakeup",
         "request",
         "subprotocol",
@@ -193,7 +200,7 @@ class WebSocketConnection:
         if received:
             self._protocol.receive_data(bytes(received))
         self._state = _OPEN
-        self._queue: deque[bytes | memoryview] = deque()
+        self._queue = _NO_QUEUE
         self._queued = 0
         self._head_partial = False  # queue[0] is the unsent tail of a frame
         self._inflight = 0  # frames at the head being written by the writer
@@ -202,6 +209,8 @@ class WebSocketConnection:
         self._refuse_offers = False  # slow or not open: offer() says no at once
         self._lost = False
         self._writer_wakeup: trio.Event | None = None
+        self._spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        self._writer_running = False
         self._changes = trio.lowlevel.ParkingLot()  # outbox progress, state changes
         self._receiving = False
         self._peer_closed = False
@@ -292,6 +301,8 @@ class WebSocketConnection:
         return True
 
     def _append(self, chunk: bytes | memoryview) -> None:
+        if self._queue is _NO_QUEUE:
+            self._queue = deque()
         self._queue.append(chunk)
         self._queued += len(chunk)
         self._deferred_frames += 1
@@ -302,6 +313,10 @@ class WebSocketConnection:
         if wakeup is not None:
             self._writer_wakeup = None
             wakeup.set()
+        elif self._spawn is not None and not self._writer_running \
+                and self._state is not _CLOSED:
+            self._writer_running = True
+            self._spawn(self._write_pending)
 
     def _connection_lost(self) -> None:
         """The socket failed under a synchronous write: refuse offers, let the writer abort."""
@@ -376,6 +391,27 @@ class WebSocketConnection:
                     await wakeup.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await self.abort()
+
+    def write_on_demand(self, nursery: trio.Nursery) -> None:
+        """Instead of :meth:`run`: a writer task is started in ``nursery`` only when
+        there is something to flush (the kernel refused bytes, or the socket failed),
+        and it ends once the outbox is empty. An idle connection then has no writer
+        task at all; the nursery must stay open while the connection is used."""
+        self._spawn = nursery.start_soon
+        if self._queue or self._lost:
+            self._wake_writer()
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._state is not _CLOSED and (self._queue or self._lost):
+                if self._lost:
+                    await self.abort()
+                else:
+                    await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self.abort()
+        finally:
+            self._writer_running = False
 
     async def _flush(self) -> None:
         queue = self._queue

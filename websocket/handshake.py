@@ -186,12 +186,15 @@ async def _handshake(
             raise Refuse(405, "a WebSocket upgrade must be a GET", [("Allow", "GET")])
         if head.http_version != b"1.1":
             raise Refuse(400, "a WebSocket upgrade needs HTTP/1.1")
-        for name, value in head.headers:
+        # h11's Headers is a Sequence without __iter__ of its own: iterated item by item
+        # through __getitem__, it is a large part of a handshake's cost. Once, then.
+        raw_headers = list(head.headers)
+        for name, value in raw_headers:
             if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
                 raise Refuse(400, "an upgrade request has no body")
         trailing = parser.trailing_data[0]
         handshake = wsproto.WSConnection(ConnectionType.SERVER)
-        handshake.initiate_upgrade_connection(list(head.headers), head.target)
+        handshake.initiate_upgrade_connection(raw_headers, head.target)
         offer = next(handshake.events())
         assert isinstance(offer, Request)
     except h11.RemoteProtocolError as exc:
@@ -211,7 +214,7 @@ async def _handshake(
         target=target,
         path=unquote(parts.path),
         query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
-        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers),
+        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers),
         # an empty header (or an empty item in it) offers nothing
         subprotocols=tuple(name for name in offer.subprotocols if name),
         host=offer.host,

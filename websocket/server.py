@@ -1,7 +1,9 @@
 """The accept loop: serve WebSockets on TCP listeners, one task per connection.
 
-:func:`serve_websockets` puts it together on ``trio.serve_listeners``: each
-accepted TCP connection does the opening handshake
+:func:`serve_websockets` puts it together: an accept loop per listener that takes
+every connection the kernel has queued at each wake-up (up to :data:`ACCEPT_BATCH`), not
+one per wake-up, so a connect storm costs few scheduler rounds; each accepted TCP
+connection does the opening handshake
 (:func:`~sinal.websocket.handshake.accept_websocket`) and then
 :func:`run_websocket`, which runs a :data:`ConnectionHandler` beside the
 connection's writer task and closes the connection when the handler is done.
@@ -37,11 +39,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Connections accepted per wake-up of an accept loop, at most.
+ACCEPT_BATCH = 256
+#: accept() errors that mean "out of resources now": wait a little, then go on.
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
 ConnectionHandler = Callable[[WebSocketConnection], Awaitable[None]]
 
 
 async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> None:
-    """Run ``handler(ws)`` with the connection's writer beside it, then close.
+    """Run ``handler(ws)`` with the connection's writer on demand, then close.
 
     The handler returning closes with 1000; :class:`ConnectionClosed` escaping
     it is normal; any other exception is logged and closes with 1011, and is
@@ -50,7 +57,7 @@ async def run_websocket(ws: WebSocketConnection, handler: ConnectionHandler) -> 
     """
     code, reason = NORMAL_CLOSURE, ""
     async with trio.open_nursery() as nursery:
-        await nursery.start(ws.run)
+        ws.write_on_demand(nursery)  # a writer task only while something waits to be sent
         try:
             await handler(ws)
         except ConnectionClosed:
@@ -120,9 +127,42 @@ async def serve_websockets(
             return
         await run_websocket(ws, handler)
 
-    await trio.serve_listeners(
-        serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
-    )
+    async with trio.open_nursery() as nursery:
+        handlers = handler_nursery or nursery
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, listener, serve_one, handlers)
+        task_status.started(listeners)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _accept_loop(listener: trio.SocketListener,
+                       serve_one: Callable[[trio.SocketStream], Awaitable[None]],
+                       nursery: trio.Nursery) -> NoReturn:
+    """Wait until the listening socket is readable, then accept every queued connection
+    (up to ACCEPT_BATCH) without a scheduler round between two; each gets its task."""
+    raw = getattr(listener.socket, "_sock", None)
+    if not isinstance(raw, stdlib_socket.socket):  # not trio's usual socket: one at a time
+        while True:
+            nursery.start_soon(serve_one, await listener.accept())
+    while True:
+        await trio.lowlevel.wait_readable(raw)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = raw.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRORS:
+                    log.error("accept: %s; waiting 100 ms", exc)
+                    await trio.sleep(0.1)
+                    break
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client gave up; the next one may not have
+                raise
+            sock.setblocking(False)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            nursery.start_soon(serve_one, stream)
 
 
 async def open_reuse_port_listeners(port: int, *, host: str = "127.0.0.1",

@@ -14,7 +14,10 @@
 //
 // Clients: Engine.IO 4 over WebSocket only; CONNECT with auth {token} (an HS256 JWT signed
 // with JWT_SECRET; the user must exist and be active, as in Sinal); emit("subscribe",
-// {events}, ack) joins one room per topic. GET /health/ready answers 200 once listening.
+// {events}, ack) joins one room per topic. Every socket also joins its user's room
+// (`user:<id>`), where a new `notifications` row with push = true is emitted as a
+// `notification` event (Sinal's notifications topic). GET /health/ready answers 200 once
+// listening.
 //
 // Environment: PORT, DATABASE_URL, JWT_SECRET, PEER_SOURCE.
 "use strict";
@@ -100,6 +103,7 @@ io.use(async (socket, next) => {
 });
 
 io.on("connection", (socket) => {
+  socket.join(`user:${socket.data.user.id}`);
   socket.on("subscribe", (message, ack) => {
     const events = message && Array.isArray(message.events) ? message.events : [];
     const admin = socket.data.user.role === "admin";
@@ -114,7 +118,21 @@ io.on("connection", (socket) => {
   });
 });
 
+function notify(row) {
+  const note = row.new_row;
+  if (row.op !== "insert" || !note || !note.push) return;
+  io.to(`user:${note.user_id}`).emit("notification", {
+    id: note.id, message: note.message, kind: note.kind, action: note.action,
+    timestamp: note.created_at, offset: row.position, sound: note.sound,
+  });
+  framesOut += 1;
+}
+
 function broadcast(row) {
+  if (row.topic === "notifications") {
+    notify(row);
+    return;
+  }
   const room = io.to(row.topic);
   room.emit("data_update", {
     type: row.topic,

@@ -196,7 +196,8 @@ class _Rows:
 
 
 class _StubConnection:
-    """Answers the two queries a handshake makes: the user lookup and kept notifications."""
+    """Answers the queries of a session: its start (the user, no kept notifications, head
+    0) and a user lookup (a recheck)."""
 
     def __init__(self, users: dict[str, dict[str, Any]]) -> None:
         self.users = users
@@ -204,7 +205,13 @@ class _StubConnection:
     def transaction(self) -> nullcontext[None]:
         return nullcontext()
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
+    def execute(self, sql: str, params: Any = ()) -> _Rows:
+        if "taken AS" in sql:  # domain.principals.load_sessions
+            known = [self.users[u] for u in params["users"] if u in self.users]
+            return _Rows([{"user_id": user["id"], "role": user["role"],
+                           "is_active": user["is_active"], "dept": user["dept"],
+                           "head": 0, "id": None} for user in known]
+                         or [{"user_id": None, "head": 0, "id": None}])
         if "FROM users" in sql:
             row = self.users.get(str(params[0]))
             return _Rows([dict(row)] if row else [])

@@ -1,0 +1,108 @@
+"""The storms' and the memory part's tables and targets (issue #12), for bench/report.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NA = "n/a"
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return NA
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def _run(results: dict[str, Any], part: str, stack: str, **match: Any) -> dict[str, Any] | None:
+    for run in results.get(part, {}).get("runs", []):
+        if run.get("stack") == stack and all(run.get(k) == v for k, v in match.items()) \
+                and "error" not in run:
+            return dict(run)
+    return None
+
+
+def storm_targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
+    """(target, measured, ok, note) rows for the targets of issue #12."""
+    rows: list[tuple[str, str, bool | None, str]] = []
+    sinal = _run(results, "notify", "sinal")
+    if sinal:
+        p99 = sinal["latencyMs"]["p99"]
+        ok = p99 is not None and p99 < 20 and sinal["delivered"] >= 0.999
+        rows.append((f"notification storm: p99 < 20 ms ({sinal['users']:,} users, "
+                     f"{sinal['commitRate']}/s to distinct users)",
+                     f"{_fmt(p99, 2)} ms (p50 {_fmt(sinal['latencyMs']['p50'], 2)} ms, "
+                     f"{100 * sinal['delivered']:.1f}% delivered, server CPU "
+                     f"{sinal['serverCpuPercent']}%)", ok,
+                     "" if ok or p99 is None else f"{p99 / 20:.1f}x over"))
+    for run in results.get("connect", {}).get("runs", []):
+        if run.get("stack") != "sinal" or "error" in run:
+            continue
+        n = run["connections"]
+        peer = _run(results, "connect", "peer", connections=n)
+        if peer and peer.get("seconds"):
+            ratio = run["seconds"] / peer["seconds"]
+            rows.append((f"connect storm {n:,}: at least as fast as the peer",
+                         f"{run['seconds']:.1f} s vs {peer['seconds']:.1f} s ({ratio:.2f}x); "
+                         f"p99 {_fmt(run['connectMs']['p99'])} vs "
+                         f"{_fmt(peer['connectMs']['p99'])} ms", ratio <= 1.0,
+                         "" if ratio <= 1.0 else f"{ratio:.2f}x the peer's time"))
+    return rows
+
+
+def storm_markdown(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    notify = results.get("notify")
+    if notify:
+        lines += ["## Notification storm", "",
+                  "Every user has one connection subscribed to purchase_request_changed "
+                  "(one subscription group each); the writer inserts notifications, each for "
+                  "the next user in turn. Latency: commit to the client's receive of the "
+                  "notification frame.", ""]
+        lines += _table(["stack", "users", "notifications/s", "delivered", "p50 ms", "p95 ms",
+                         "p99 ms", "max ms", "server CPU %", "server RSS MB",
+                         "connect s"], [
+            [r["stack"], _fmt(r.get("users")), _fmt(r.get("commitRate")),
+             f"{100 * r['delivered']:.1f}%" if "delivered" in r else NA,
+             *(_fmt(r.get("latencyMs", {}).get(k), 2) for k in ("p50", "p95", "p99", "max")),
+             _fmt(r.get("serverCpuPercent")), _fmt(r.get("serverRssMb")),
+             _fmt(r.get("connectSeconds"))] if "error" not in r
+            else [r["stack"], r["error"][:80]] + [NA] * 9
+            for r in notify.get("runs", [])])
+    connect = results.get("connect")
+    if connect:
+        lines += ["## Connect storm", "",
+                  "N clients open, `connect` and `subscribe` as fast as their handshake "
+                  "windows allow (128 in flight per client process).", ""]
+        lines += _table(["stack", "N", "subscribed", "seconds", "p50 ms", "p99 ms",
+                         "server CPU s", "server RSS MB", "client processes"], [
+            [r["stack"], _fmt(r["connections"]), _fmt(r.get("ready")), _fmt(r.get("seconds")),
+             _fmt(r.get("connectMs", {}).get("p50")), _fmt(r.get("connectMs", {}).get("p99")),
+             _fmt(r.get("serverCpuSeconds")), _fmt(r.get("serverRssMb")),
+             _fmt(r.get("clientProcesses"))] if "error" not in r
+            else [r["stack"], _fmt(r["connections"]), r["error"][:80]] + [NA] * 6
+            for r in connect.get("runs", [])])
+    memory = results.get("memory")
+    if memory and "bySite" in memory:
+        lines += ["## Where an idle connection's bytes go", "",
+                  f"{memory['held']:,} idle connections "
+                  f"({memory.get('liveActors', 0):,} connection actors) traced (tracemalloc): "
+                  f"{_fmt(memory['tracedBytesPerConnection'])} bytes each; after they all "
+                  f"closed {_fmt(memory['tracedBytesLeftPerClosedConnection'])} bytes per "
+                  "connection were still traced.", ""]
+        lines += _table(["file", "bytes / connection", "blocks / connection"], [
+            [r["where"], _fmt(r["bytesPerConnection"]), _fmt(r["blocksPerConnection"], 2)]
+            for r in memory["byFile"][:15]])
+        lines += _table(["type (live, GC-tracked)", "objects / connection",
+                         "bytes / connection"], [
+            [r["type"], _fmt(r["countPerConnection"], 2), _fmt(r["bytesPerConnection"])]
+            for r in memory["byType"][:15]])
+    return lines

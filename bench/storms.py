@@ -1,0 +1,216 @@
+"""bench/storms: a notification storm and a connect storm, Sinal and the peer side by side.
+
+* ``notify``: U users (10,000 by default), each with one connection subscribed to
+  `purchase_request_changed` (every requester is a subscription group of their own), and a
+  writer that inserts N notifications per second (1,000), each for the next user in turn,
+  so consecutive notifications go to distinct users. Latency = commit to the client's
+  receive of the `notification` frame (the marker rides in the message). Reported: p50,
+  p99, delivered, server CPU. This is the case route-by-key is for: each notification
+  must cost the same whether 100 or 10,000 users are connected.
+* ``connect``: for each N (10,000 and 50,000), a fresh server and N clients opening
+  as fast as their handshake windows allow, every one `connect` + `subscribe`; reported:
+  seconds until all are subscribed, connect-to-subscribed p50/p99, server CPU and RSS.
+
+Clients come from `clients_for`, the one place that builds a load client: today the
+Python load client (bench/loadclient.py), which a compiled client can replace without
+touching the parts. Past about 28,000 connections to one port the clients connect from
+several loopback addresses (127.0.0.x), each with its own ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.harness import JWT_SECRET, BenchDatabase, CpuPlan, ServerProcess, sinal_server
+from bench.loadclient import ClientPlan, LoadClients
+from bench.peers import PeerUnavailable, ensure_installed, socketio_server
+from bench.profile import Profile, top_line
+from bench.writer import WritePlan, Writer
+
+CLIENTS_PER_PROCESS = 2500
+PORTS_PER_ADDRESS = 25_000  # below the kernel's default ephemeral range (~28,000)
+NOTIFY_TOPIC = "purchase_request_changed"
+# the marker first (bench.writer passes it as the first parameter), then the user count;
+# nextval runs once per statement (a subquery without FROM), so each insert is the next user
+NOTIFY_SQL = ("INSERT INTO notifications (user_id, kind, message) "
+              "SELECT u.id, 'order_issued', m.message "
+              "FROM (SELECT %s::text AS message, nextval('bench_user_turn') %% %s AS n) AS m "
+              "JOIN bench_users AS u USING (n)")
+
+
+def clients_for(plan: ClientPlan) -> LoadClients:
+    """The load client for a plan (swap here for a compiled one)."""
+    if plan.connections > PORTS_PER_ADDRESS and not plan.source_hosts:
+        hosts = math.ceil(plan.connections / PORTS_PER_ADDRESS)
+        plan = replace(plan, source_hosts=tuple(f"127.0.0.{k + 2}" for k in range(hosts)))
+    return LoadClients(plan, math.ceil(plan.connections / CLIENTS_PER_PROCESS))
+
+
+@dataclass
+class StormOptions:
+    users: int = 10_000
+    notify_rate: float = 1000.0
+    notify_seconds: float = 5.0
+    connects: list[int] = field(default_factory=lambda: [10_000, 50_000])
+    stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
+    drain_timeout: float = 30.0
+    pin: bool = True
+    profile_seconds: float = 8.0  # py-spy on Sinal during the first connect storm; 0: no
+
+
+def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, connections: int
+            ) -> ServerProcess:
+    if stack == "sinal":
+        return sinal_server(db, wd, cpus=cpus.server, settings={
+            "MAX_CONCURRENT_CONNECTIONS": str(connections + 1000),
+            # every client comes from a handful of loopback addresses
+            "WEBSOCKET_PRELOGIN_PER_ADDRESS": str(connections + 1000),
+            "WEBSOCKET_LOGIN_TIMEOUT": "60000",
+        }).start(timeout=120)
+    return socketio_server(db, wd, cpus=cpus.server).start(timeout=120)
+
+
+def bench_users(db: BenchDatabase, count: int) -> list[str]:
+    """`count` requesters (bench_users: n -> id, for the writer) and a token for each."""
+    from sinal.domain.tokens import mint_token
+
+    rows = db.execute(
+        "WITH made AS (INSERT INTO users (email, name, role, department_id) "
+        "SELECT 'storm' || g || '@bench.sinal', 'Storm ' || g, 'requester', %s "
+        "FROM generate_series(1, %s) AS g RETURNING id) SELECT id::text FROM made",
+        (db.department_id, count))
+    ids = [r[0] for r in rows]
+    db.execute("CREATE TABLE IF NOT EXISTS bench_users (n INT PRIMARY KEY, id UUID NOT NULL)")
+    db.execute("TRUNCATE bench_users")
+    db.execute("INSERT INTO bench_users (n, id) SELECT ordinality - 1, id::uuid "
+               "FROM unnest(%s::text[]) WITH ORDINALITY AS u(id)", (ids,))
+    db.execute("CREATE SEQUENCE IF NOT EXISTS bench_user_turn")
+    return [mint_token(JWT_SECRET, uid, "requester", ttl_seconds=4 * 3600) for uid in ids]
+
+
+def notify_storm(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, tokens: list[str],
+                 options: StormOptions, log: Any) -> dict[str, Any]:
+    server = _server(stack, db, wd, cpus, len(tokens))
+    result: dict[str, Any] = {"stack": stack, "users": len(tokens)}
+    try:
+        assert server.meter is not None
+        plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
+                          len(tokens), tokens[0], (NOTIFY_TOPIC,), tokens=tuple(tokens),
+                          heartbeat_interval=20.0, cpus=cpus.load, phase="N")
+        with clients_for(plan) as clients:
+            ready = clients.wait_ready(timeout=600)
+            result["connected"] = ready["ready"]
+            result["connectSeconds"] = ready["seconds"]
+            log(f"  {stack:5s} notify: {ready['ready']} users connected in "
+                f"{ready['seconds']:.1f} s")
+            commits = int(options.notify_rate * options.notify_seconds)
+            writer = Writer(WritePlan(db.url, options.notify_rate, commits, cpus.load,
+                                      phase="N", sql=NOTIFY_SQL, args=(len(tokens),)))
+            try:
+                clients.stats(reset=True, phase="N")
+                server.meter.mark()
+                writer.start()
+                written = writer.result()
+                deadline = time.monotonic() + options.drain_timeout
+                while clients.frames() < written["commits"] and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                window = server.meter.window()
+                stats = clients.stats(reset=True)
+            finally:
+                writer.close()
+        result.update({
+            "commits": written["commits"], "commitRate": written["rate"],
+            "frames": stats["frames"],
+            "delivered": round(stats["frames"] / max(1, written["commits"]), 4),
+            "latencyMs": stats["latencyMs"], "serverCpuPercent": window["cpuPercent"],
+            "serverRssMb": window["rssMb"], "clientCpuPercent": round(
+                100 * stats["cpuSeconds"] / max(1e-9, window["wallSeconds"]), 1),
+            "closes": stats["closes"],
+        })
+        lat = result["latencyMs"]
+        log(f"  {stack:5s} notify: {written['commits']} notifications at "
+            f"{written['rate']}/s to distinct users of {len(tokens)}: p50 {lat['p50']} ms, "
+            f"p99 {lat['p99']} ms, {100 * result['delivered']:.1f}% delivered, server CPU "
+            f"{window['cpuPercent']}%")
+    finally:
+        server.stop()
+    return result
+
+
+def connect_storm(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan,
+                  options: StormOptions, log: Any) -> dict[str, Any]:
+    server = _server(stack, db, wd, cpus, n)
+    result: dict[str, Any] = {"stack": stack, "connections": n}
+    try:
+        assert server.meter is not None
+        server.meter.mark()
+        plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port, n,
+                          db.token(), (NOTIFY_TOPIC,), heartbeat_interval=20.0, cpus=cpus.load)
+        t0 = time.perf_counter()
+        profiled = stack == "sinal" and options.profile_seconds > 0 \
+            and n == options.connects[0]
+        with clients_for(plan) as clients:
+            if profiled:
+                with Profile(server.pid, options.profile_seconds,
+                             wd / "profile-connect.txt") as spy:
+                    ready = clients.wait_ready(timeout=900)
+                result["profile"] = spy.summary
+                log(f"  sinal connect profile: {top_line(spy.summary, 4)}")
+            else:
+                ready = clients.wait_ready(timeout=900)
+            window = server.meter.window()
+            result.update({
+                "ready": ready["ready"], "failed": ready["failed"],
+                "seconds": ready["seconds"], "wallSeconds": round(time.perf_counter() - t0, 2),
+                "connectMs": ready["connectMs"], "serverCpuPercent": window["cpuPercent"],
+                "serverCpuSeconds": window["cpuSeconds"], "serverRssMb": window["rssMb"],
+                "clientProcesses": len(clients.procs),
+            })
+        log(f"  {stack:5s} connect {n}: {ready['ready']} subscribed in {ready['seconds']:.1f} s, "
+            f"p99 {ready['connectMs']['p99']} ms, server CPU {window['cpuSeconds']} s"
+            + (f", failed {ready['failed']}" if ready["failed"] else ""))
+    finally:
+        server.stop()
+    return result
+
+
+def _stacks(options: StormOptions, out: dict[str, Any]) -> list[str]:
+    stacks = list(options.stacks)
+    if "peer" in stacks:
+        try:
+            out["peerVersions"] = ensure_installed()
+        except PeerUnavailable as exc:
+            out["peerError"] = str(exc)
+            stacks.remove("peer")
+    return stacks
+
+
+def run_notify(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> dict[str, Any]:
+    cpus = CpuPlan.for_machine(options.pin)
+    out: dict[str, Any] = {"options": options.__dict__.copy(), "runs": []}
+    tokens = bench_users(db, options.users)
+    for stack in _stacks(options, out):
+        try:
+            out["runs"].append(notify_storm(stack, db, wd, cpus, tokens, options, log))
+        except Exception as exc:  # keep the other stack's numbers
+            out["runs"].append({"stack": stack, "error": repr(exc)})
+            log(f"  {stack} notify: FAILED {exc!r}")
+    return out
+
+
+def run_connect(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> dict[str, Any]:
+    cpus = CpuPlan.for_machine(options.pin)
+    out: dict[str, Any] = {"options": options.__dict__.copy(), "runs": []}
+    stacks = _stacks(options, out)
+    for n in options.connects:
+        for stack in stacks:
+            try:
+                out["runs"].append(connect_storm(stack, n, db, wd, cpus, options, log))
+            except Exception as exc:
+                out["runs"].append({"stack": stack, "connections": n, "error": repr(exc)})
+                log(f"  {stack} connect {n}: FAILED {exc!r}")
+    return out
