@@ -8,18 +8,23 @@ read after each, for the plot); then all of them are held for a few heartbeat in
 while clients send heartbeats and count the server's. A connection that the server closes
 during the hold (heartbeat timeout, anything) counts as lost. The peer (socket.io) runs
 the same steps; its clients emit `heartbeat` events and answer Engine.IO pings.
+
+The clients are the compiled load client (bench.loadgen; `python_client` for the Python
+one), one group of processes per step; connection numbers run on over the steps, so the
+source addresses (127.0.0.2, .3, ...) are spread over the whole target. Its CPU is
+reported for the connect storm and for the hold.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.harness import BENCH_TOPIC, BenchDatabase, CpuPlan, ServerProcess, sinal_server
-from bench.loadclient import ClientPlan, LoadClients
+from bench.loadclient import ClientPlan
+from bench.loadgen import Clients, open_clients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
 from bench.profile import Profile, top_line
 
@@ -35,6 +40,8 @@ class ConnectionsOptions:
     stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
     pin: bool = True
     profile: bool = True  # py-spy on Sinal during the hold
+    python_client: bool = False  # the Python load client instead of the compiled one
+    encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
 
 
 def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
@@ -53,7 +60,7 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
     token = db.token()
     steps = sorted({s for s in options.steps if s < options.target} | {options.target})
     server = _server(stack, db, wd, cpus, options)
-    groups: list[LoadClients] = []
+    groups: list[Clients] = []
     result: dict[str, Any] = {"stack": stack, "target": options.target, "steps": []}
     try:
         assert server.meter is not None
@@ -61,27 +68,37 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         baseline = server.meter.rss()
         result["baselineRssMb"] = round(baseline / 2**20, 1)
         result["steps"].append({"connections": 0, "rssMb": result["baselineRssMb"]})
-        held = 0
+        held = opened = 0
+        connect_cpu = 0.0
         t0 = time.perf_counter()
         for step in steps:
             size = step - held
             plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
                               size, token, (BENCH_TOPIC,),
                               heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load)
-            group = LoadClients(plan, math.ceil(size / CLIENTS_PER_PROCESS))
+            group = open_clients(plan, python=options.python_client,
+                                 python_per_process=CLIENTS_PER_PROCESS,
+                                 encoding=options.encoding if stack == "sinal" else "msgpack",
+                                 index_base=opened, planned_total=options.target)
+            opened += size
             groups.append(group)
             report = group.wait_ready(timeout=300)
             held += report["ready"]
+            connect_cpu += report.get("clientCpuSeconds", 0.0)
             time.sleep(0.5)
             rss = server.meter.rss()
             result["steps"].append({"connections": held, "rssMb": round(rss / 2**20, 1),
                                     "connectSeconds": report["seconds"],
+                                    "connectMs": report["connectMs"],
+                                    "sourceAddresses": report.get("sourceAddresses"),
                                     "failed": report["failed"]})
             log(f"  {stack:5s} {held:6d} connections, RSS {rss / 2**20:.1f} MB"
                 + (f", failed {report['failed']}" if report["failed"] else ""))
             if report["ready"] < size:
                 break
         result["connectSeconds"] = round(time.perf_counter() - t0, 1)
+        result["clientCpuSecondsConnect"] = round(connect_cpu, 2) \
+            if not options.python_client else None
         for group in groups:
             group.stats(reset=True)
         server.meter.mark()
@@ -94,6 +111,7 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         window = server.meter.window()
         stats = [group.stats() for group in groups]
         still = sum(s["ready"] for s in stats)
+        client_cpu = sum(s["cpuSeconds"] for s in stats)
         closes: dict[str, int] = {}
         for s in stats:
             for reason, count in s["closes"].items():
@@ -108,6 +126,10 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
             "clientHeartbeatsSent": sum(s["heartbeats"] for s in stats),
             "serverFramesReceived": sum(s["controlFrames"] for s in stats),
             "serverCpuPercentIdle": window["cpuPercent"],
+            "client": "python" if options.python_client else "compiled",
+            "clientProcesses": sum(len(group.procs) for group in groups),
+            "clientCpuPercentHold": round(100 * client_cpu / window["wallSeconds"], 2),
+            "clientCpuSecondsHold": round(client_cpu, 3),
             "rssMb": round(rss / 2**20, 1),
             "peakRssMb": window["peakRssMb"],
             "rssPerConnectionKb": round((rss - baseline) / max(1, held) / 1024, 2),
@@ -115,7 +137,9 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         log(f"  {stack:5s} held {held} for {options.hold_seconds:.0f} s: {still} still open, "
             f"RSS {result['rssMb']} MB ({result['rssPerConnectionKb']} KB/connection), "
             f"idle CPU {window['cpuPercent']}%, {result['clientHeartbeatsSent']} heartbeats "
-            f"sent, {result['serverFramesReceived']} server frames received")
+            f"sent, {result['serverFramesReceived']} server frames received; client CPU "
+            f"{result['clientCpuPercentHold']}% (hold), {result['clientCpuSecondsConnect']} s "
+            f"(connecting, {result['connectSeconds']} s)")
         if result.get("profile", {}).get("self"):
             log(f"  sinal idle profile: {top_line(result['profile'])}")
     finally:

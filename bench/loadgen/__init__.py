@@ -182,8 +182,10 @@ class CompiledClients:
         failed: Counter[str] = Counter()
         hist: Counter[int] = Counter()
         addresses = 0
+        deadline = time.monotonic() + timeout  # for all processes together
         for i in range(len(self.procs)):
-            report = self._ready[i] or self._receive(i, "ready", timeout)
+            report = self._ready[i] or self._receive(
+                i, "ready", max(0.0, deadline - time.monotonic()))
             ready += report["ready"]
             seconds = max(seconds, report["seconds"])
             cpu += report["cpuSeconds"]
@@ -196,6 +198,11 @@ class CompiledClients:
                                "clientCpuSeconds": round(cpu, 3),
                                "sourceAddresses": addresses}
         return self.connect_report
+
+    @property
+    def all_tried(self) -> bool:
+        """Every process has reported ready (seen by an earlier call)."""
+        return all(report is not None for report in self._ready)
 
     def stats(self, reset: bool = False, phase: str = "", brief: bool = False) -> dict[str, Any]:
         """Merged counters; `reset` starts a new window, `phase` (one character) makes
