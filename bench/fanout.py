@@ -193,6 +193,7 @@ def run_phase(name: str, stack: str, n: int, rate: float, commits: int, db: Benc
         "client": "python" if options.python_client else "compiled",
         "clientProcesses": len(clients.procs),
         "clientRecvCalls": stats.get("recvCalls"),
+        "clientWakeups": stats.get("wakeups"),
         "offsetRegressions": stats.get("offsetRegressions"),
         "postgresCpuPercent": pg_cpu,
         "bytesReceived": stats["bytes"],

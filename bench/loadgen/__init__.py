@@ -1,6 +1,6 @@
-"""The compiled load client: `loadgen`, a C program (main.c, conn.c, wire.c; libc and POSIX
-only) that `build()` compiles with `cc -O2` into bench/loadgen/build/ whenever a source
-is newer than the binary.
+"""The compiled load client: `loadgen`, a C program (main.c, conn.c, send.c, codec.c,
+wire.c; libc and POSIX only) that `build()` compiles with `cc -O2` into
+bench/loadgen/build/ whenever a source is newer than the binary.
 
 `CompiledClients` drives K loadgen processes the way `bench.loadclient.LoadClients`
 drives its Python processes, with the same methods and the same merged counters, so
@@ -43,7 +43,7 @@ from typing import IO, Any
 from bench.loadclient import ClientPlan, LoadClients, histogram_percentiles
 
 LOADGEN_DIR = Path(__file__).resolve().parent
-SOURCES = ("main.c", "conn.c", "wire.c", "loadgen.h", "wire.h")
+SOURCES = ("main.c", "conn.c", "send.c", "codec.c", "wire.c", "loadgen.h", "wire.h")
 BUILD_DIR = LOADGEN_DIR / "build"
 BINARY = BUILD_DIR / "loadgen"
 CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra")
@@ -213,7 +213,8 @@ class CompiledClients:
             self._send(i, command)
         sums = ("ready", "peakReady", "opened", "completed", "frames", "staleFrames", "bytes",
                 "controlFrames", "resyncs", "cpuSeconds", "userSeconds", "systemSeconds",
-                "heartbeats", "dataUpdates", "offsetRegressions", "badFrames", "recvCalls")
+                "heartbeats", "dataUpdates", "offsetRegressions", "badFrames", "recvCalls",
+                "wakeups")
         merged: dict[str, Any] = dict.fromkeys(sums, 0)
         merged.update({"wallSeconds": 0.0, "maxLatency": 0.0, "firstAt": 0.0, "lastAt": 0.0})
         hist: Counter[int] = Counter()

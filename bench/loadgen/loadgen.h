@@ -1,5 +1,5 @@
-/* The load client's state, shared by main.c (options, event loop, control lines, output)
- * and conn.c (one connection's life: connect, handshake, frames). */
+/* The load client's state, shared by main.c (options, event loop, control lines, output),
+ * conn.c (one connection's life: connect, handshake, frames) and send.c (what it sends). */
 #ifndef LOADGEN_H
 #define LOADGEN_H
 
@@ -51,7 +51,7 @@ typedef struct {
 
 typedef struct {
     uint64_t frames, stale, bytes, control, resyncs, data_updates, regressions, bad;
-    uint64_t heartbeats, opened, recvs, connects;
+    uint64_t heartbeats, opened, recvs, wakeups, connects;
     int peak_ready;
     uint32_t *hist;          /* commit-to-client latency */
     uint32_t *connect_hist;  /* open to subscribed */
@@ -103,12 +103,21 @@ int64_t now_real_us(void);
 void reasons_add(reasons *r, const char *text);
 void hist_add(uint32_t *hist, int64_t us);
 
+/* conn.c */
 void conn_open(conn *c);
 void conn_connected(conn *c);
 void conn_feed(conn *c, const uint8_t *data, size_t n, int64_t now_us);
 void conn_fail(conn *c, const char *reason);
-void conn_heartbeat(conn *c);
+void conn_fail_errno(conn *c, const char *what, int err);
+
+/* send.c: 0, or -1 when the connection failed (and is closed) */
+uint64_t rng_next(void);
+int send_bytes(conn *c, const uint8_t *p, size_t n);
+int send_frame(conn *c, int opcode, const uint8_t *payload, size_t n);
 void conn_start_handshake(conn *c); /* after 101: what the protocol sends first */
+void conn_heartbeat(conn *c);
+void send_sio_connect(conn *c);
+void send_sio_subscribe(conn *c);
 
 /* decode mode output (main.c) */
 void decode_print(const char *fmt, ...);

@@ -148,15 +148,16 @@ static void print_stats(out *o, int brief)
         "\"completed\":0,\"frames\":%llu,\"staleFrames\":%llu,\"bytes\":%llu,"
         "\"controlFrames\":%llu,\"resyncs\":%llu,\"dataUpdates\":%llu,"
         "\"offsetRegressions\":%llu,\"badFrames\":%llu,\"heartbeats\":%llu,"
-        "\"recvCalls\":%llu,\"connects\":%llu,\"maxLatency\":%.6f,\"firstAt\":%.6f,"
-        "\"lastAt\":%.6f,\"connectMaxMs\":%.3f",
+        "\"recvCalls\":%llu,\"wakeups\":%llu,\"connects\":%llu,\"maxLatency\":%.6f,"
+        "\"firstAt\":%.6f,\"lastAt\":%.6f,\"connectMaxMs\":%.3f",
         G.ready, c->peak_ready, (unsigned long long)c->opened,
         (unsigned long long)c->frames, (unsigned long long)c->stale,
         (unsigned long long)c->bytes, (unsigned long long)c->control,
         (unsigned long long)c->resyncs, (unsigned long long)c->data_updates,
         (unsigned long long)c->regressions, (unsigned long long)c->bad,
         (unsigned long long)c->heartbeats, (unsigned long long)c->recvs,
-        (unsigned long long)c->connects, (double)c->max_latency_us / 1e6,
+        (unsigned long long)c->wakeups, (unsigned long long)c->connects,
+        (double)c->max_latency_us / 1e6,
         (double)c->first_at_us / 1e6, (double)c->last_at_us / 1e6,
         (double)c->connect_max_us / 1e3);
     put_cpu(o, c);
@@ -504,6 +505,8 @@ int main(int argc, char **argv)
         n = epoll_wait(G.epfd, events, 1024, timeout);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
+        if (n > 0)
+            G.c.wakeups++;
         for (int i = 0; i < n; i++) {
             conn *c;
             ssize_t k;

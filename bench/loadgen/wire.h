@@ -1,6 +1,7 @@
-/* The wire formats the load client speaks, without I/O: WebSocket frames (RFC 6455),
- * the tiny parts of MessagePack and JSON it reads and writes, Sinal's and socket.io's
- * messages, the bench writer's latency marker, base64 and SHA-1 (for the handshake).
+/* The wire formats the load client speaks, without I/O: in codec.c the tiny parts of
+ * MessagePack and JSON it reads and writes, Sinal's and socket.io's messages and the
+ * bench writer's latency marker; in wire.c WebSocket frames (RFC 6455), base64 and SHA-1
+ * (for the handshake).
  * bench/README.md, "The load client", says how the program uses them. */
 #ifndef LOADGEN_WIRE_H
 #define LOADGEN_WIRE_H
