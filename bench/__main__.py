@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def automatic_notes(results: dict[str, Any]) -> list[str]:
     notes: list[str] = []
+    for run in results.get("connections", {}).get("runs", []):
+        if run.get("stepTimedOut"):
+            notes.append(f"connections {run['stack']}: {run['stepTimedOut']}; held "
+                         f"{run.get('held', 0):,} in the hold")
     fan = results.get("fanout", {})
     for run in fan.get("runs", []):
         if run.get("error"):

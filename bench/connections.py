@@ -40,6 +40,7 @@ class ConnectionsOptions:
     stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
     pin: bool = True
     profile: bool = True  # py-spy on Sinal during the hold
+    step_timeout: float = 300.0  # seconds a step may take to connect
     python_client: bool = False  # the Python load client instead of the compiled one
     encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
 
@@ -82,7 +83,26 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
                                  index_base=opened, planned_total=options.target)
             opened += size
             groups.append(group)
-            report = group.wait_ready(timeout=300)
+            try:
+                report = group.wait_ready(timeout=options.step_timeout)
+            except TimeoutError:
+                # keep the numbers: the step as far as it got; its connections are dropped
+                # and the hold goes on with the steps that completed
+                partial = group.stats()
+                connect_cpu += partial["cpuSeconds"]
+                rss = server.meter.rss()
+                group.close()
+                groups.remove(group)
+                result["steps"].append({"connections": held + partial["ready"],
+                                        "rssMb": round(rss / 2**20, 1),
+                                        "connectSeconds": options.step_timeout,
+                                        "connectMs": partial["connectMs"],
+                                        "failed": partial["failed"], "timedOut": True})
+                result["stepTimedOut"] = (f"{partial['ready']:,} of {size:,} connections of the "
+                                          f"step to {step:,} ready after "
+                                          f"{options.step_timeout:.0f} s: step dropped")
+                log(f"  {stack:5s} step to {step}: {result['stepTimedOut']}")
+                break
             held += report["ready"]
             connect_cpu += report.get("clientCpuSeconds", 0.0)
             time.sleep(0.5)
