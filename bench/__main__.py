@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 def automatic_notes(results: dict[str, Any]) -> list[str]:
     notes: list[str] = []
     for run in results.get("connections", {}).get("runs", []):
+        if run.get("lostBeforeHold"):
+            notes.append(f"connections {run['stack']}: {run['lostBeforeHold']} connections were "
+                         f"closed by the server before the hold: {run.get('closesBeforeHold')}")
         if run.get("stepTimedOut"):
             notes.append(f"connections {run['stack']}: {run['stepTimedOut']}; held "
                          f"{run.get('held', 0):,} in the hold")

@@ -119,8 +119,10 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         result["connectSeconds"] = round(time.perf_counter() - t0, 1)
         result["clientCpuSecondsConnect"] = round(connect_cpu, 2) \
             if not options.python_client else None
-        for group in groups:
-            group.stats(reset=True)
+        # what the steps left: connections the server closed while later steps connected
+        # are lost before the hold, not in it
+        before = [group.stats(reset=True) for group in groups]
+        at_hold = sum(s["ready"] for s in before)
         server.meter.mark()
         if stack == "sinal" and options.profile:
             with Profile(server.pid, options.hold_seconds - 1, wd / "profile-idle.txt") as spy:
@@ -136,11 +138,18 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         for s in stats:
             for reason, count in s["closes"].items():
                 closes[reason] = closes.get(reason, 0) + count
+        closes_before: dict[str, int] = {}
+        for s in before:
+            for reason, count in s["closes"].items():
+                closes_before[reason] = closes_before.get(reason, 0) + count
         rss = server.meter.rss()
         result.update({
             "held": held,
+            "heldAtHoldStart": at_hold,
+            "lostBeforeHold": held - at_hold,
+            "closesBeforeHold": closes_before,
             "stillConnectedAfterHold": still,
-            "lostDuringHold": held - still,
+            "lostDuringHold": at_hold - still,
             "closes": closes,
             "holdSeconds": options.hold_seconds,
             "clientHeartbeatsSent": sum(s["heartbeats"] for s in stats),
@@ -152,9 +161,12 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
             "clientCpuSecondsHold": round(client_cpu, 3),
             "rssMb": round(rss / 2**20, 1),
             "peakRssMb": window["peakRssMb"],
-            "rssPerConnectionKb": round((rss - baseline) / max(1, held) / 1024, 2),
+            "rssPerConnectionKb": round((rss - baseline) / max(1, at_hold) / 1024, 2),
         })
-        log(f"  {stack:5s} held {held} for {options.hold_seconds:.0f} s: {still} still open, "
+        if held > at_hold:
+            log(f"  {stack:5s} {held - at_hold} connections closed by the server before the "
+                f"hold: {closes_before}")
+        log(f"  {stack:5s} held {at_hold} for {options.hold_seconds:.0f} s: {still} still open, "
             f"RSS {result['rssMb']} MB ({result['rssPerConnectionKb']} KB/connection), "
             f"idle CPU {window['cpuPercent']}%, {result['clientHeartbeatsSent']} heartbeats "
             f"sent, {result['serverFramesReceived']} server frames received; client CPU "

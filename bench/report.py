@@ -92,9 +92,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
             "" if ok or p99 is None else f"{p99 / 20:.1f}x over")
     conn = _connections_run(results, "sinal")
     if conn:
-        ok = conn["rssMb"] < 512 and conn["held"] >= 10_000 and conn["lostDuringHold"] == 0
+        held = conn.get("heldAtHoldStart", conn["held"])  # older results: no such field
+        ok = conn["rssMb"] < 512 and held >= 10_000 and conn["lostDuringHold"] == 0
         add("10,000 idle connections on one node under 512 MB RSS",
-            f"{conn['held']:,} held, {conn['lostDuringHold']} lost, {conn['rssMb']} MB "
+            f"{held:,} held, {conn['lostDuringHold']} lost, {conn['rssMb']} MB "
             f"({conn['rssPerConnectionKb']} KB/connection)", ok)
     rest = results.get("rest")
     if rest is not None:
@@ -245,10 +246,12 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
         lines += _table(["connections"] + [f"{s} RSS MB" for s in stacks],
                         [[_fmt(c)] + [_fmt(by_stack[s].get(c)) for s in stacks]
                          for c in counts])
-        lines += _table(["stack", "held", "lost in hold", "RSS MB", "KB / connection",
+        lines += _table(["stack", "held", "lost before hold", "lost in hold", "RSS MB",
+                         "KB / connection",
                          "idle CPU %", "client heartbeats", "connect s", "client CPU s "
                          "connecting", "client CPU % hold"], [
-            [r["stack"], _fmt(r.get("held")), _fmt(r.get("lostDuringHold")),
+            [r["stack"], _fmt(r.get("heldAtHoldStart", r.get("held"))),
+             _fmt(r.get("lostBeforeHold")), _fmt(r.get("lostDuringHold")),
              _fmt(r.get("rssMb")), _fmt(r.get("rssPerConnectionKb"), 2),
              _fmt(r.get("serverCpuPercentIdle")), _fmt(r.get("clientHeartbeatsSent")),
              _fmt(r.get("connectSeconds")), _fmt(r.get("clientCpuSecondsConnect"), 2),

@@ -284,6 +284,9 @@ def test_loadgen_refuses_a_wrong_accept_and_reports_errors() -> None:
     assert closed[2][-1]["closes"] == {"closed 4102 auth_failed": 1}
     odd = decode(server_frame((4000).to_bytes(2, "big") + b'say "hi"\x01\xff', opcode=8))
     assert odd[0][-1]["closes"] == {'closed 4000 say "hi"??': 1}  # quoted, printable
+    typo = subprocess.run([str(build()), "--host", "127.0.0.256", "--token", TOKEN],
+                          capture_output=True, text=True, timeout=30)
+    assert typo.returncode == 2 and "--host takes an IPv4 address" in typo.stderr
     bad = decode(bytes([0xC2, 0x01, 0x00]))  # RSV1 set: no extension was negotiated
     assert bad[0][-1]["closes"] == {"protocol: bad frame header": 1}
 

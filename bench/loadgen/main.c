@@ -16,6 +16,7 @@
  * socket and ends. When every connection has been tried, it writes {"type":"ready",...}.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <sched.h>
@@ -335,6 +336,11 @@ static void options(int argc, char **argv)
             die("a token is needed: --token-file F or --token T");
         G.tokens = malloc(sizeof *G.tokens);
         G.tokens[G.ntokens++] = strdup("token");
+    }
+    {
+        struct in_addr probe;
+        if (inet_pton(AF_INET, G.host, &probe) != 1)
+            die("--host takes an IPv4 address, not %s", G.host);
     }
     items = split(ports, &n);
     if (n < 1 || n > MAX_PORTS)
