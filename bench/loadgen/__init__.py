@@ -48,6 +48,7 @@ BUILD_DIR = LOADGEN_DIR / "build"
 BINARY = BUILD_DIR / "loadgen"
 CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra")
 FD_RESERVE = 256  # descriptors a process keeps for itself (stdio, epoll, slack)
+SOURCE_BASE = 2  # loadgen's --source-base: the first source address is 127.0.0.2
 
 _build_lock = threading.Lock()
 
@@ -181,7 +182,7 @@ class CompiledClients:
         ready, seconds, cpu, max_ms = 0, 0.0, 0.0, 0.0
         failed: Counter[str] = Counter()
         hist: Counter[int] = Counter()
-        addresses = 0
+        addresses = retries = highest = 0
         deadline = time.monotonic() + timeout  # for all processes together
         for i in range(len(self.procs)):
             report = self._ready[i] or self._receive(
@@ -193,10 +194,16 @@ class CompiledClients:
             failed.update(report["failed"])
             hist.update({int(k): v for k, v in report["connectHist"].items()})
             addresses = max(addresses, report["sourceAddresses"])
+            retries += report["addressRetries"]
+            if report["sourceAddresses"]:  # 127.0.0.0 + base + K x (shift + 1) - 1
+                highest = max(highest, SOURCE_BASE - 1
+                              + report["sourceAddresses"] * (report["sourceShift"] + 1))
         self.connect_report = {"ready": ready, "failed": dict(failed), "seconds": seconds,
                                "connectMs": connect_percentiles(hist, max_ms),
                                "clientCpuSeconds": round(cpu, 3),
-                               "sourceAddresses": addresses}
+                               "sourceAddresses": addresses,
+                               "highestSourceAddress": _address(highest) if highest else None,
+                               "addressRetries": retries}
         return self.connect_report
 
     @property
@@ -214,7 +221,7 @@ class CompiledClients:
         sums = ("ready", "peakReady", "opened", "completed", "frames", "staleFrames", "bytes",
                 "controlFrames", "resyncs", "cpuSeconds", "userSeconds", "systemSeconds",
                 "heartbeats", "dataUpdates", "offsetRegressions", "badFrames", "recvCalls",
-                "wakeups")
+                "wakeups", "addressRetries")
         merged: dict[str, Any] = dict.fromkeys(sums, 0)
         merged.update({"wallSeconds": 0.0, "maxLatency": 0.0, "firstAt": 0.0, "lastAt": 0.0})
         hist: Counter[int] = Counter()
@@ -267,6 +274,11 @@ class CompiledClients:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _address(offset: int) -> str:
+    """127.0.0.0 + offset, dotted."""
+    return f"127.{offset >> 16 & 255}.{offset >> 8 & 255}.{offset & 255}"
 
 
 def _read_lines(stream: IO[bytes], lines: queue.Queue[dict[str, Any] | None]) -> None:

@@ -17,11 +17,8 @@
 
 #include "loadgen.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 #define MAX_MESSAGE (64u << 20)
+#define ADDRESS_BLOCKS 16 /* blocks of source addresses tried when ports run out */
 
 int64_t now_mono_ns(void)
 {
@@ -125,32 +122,51 @@ void conn_open(conn *c)
     G.started++;
     G.in_flight++;
     G.c.opened++;
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        conn_fail_errno(c, "socket", errno);
-        return;
-    }
-    c->fd = fd;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (G.source_addrs > 0) {
-        /* the port is chosen at connect(), per destination, not at bind() */
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        memset(&src, 0, sizeof src);
-        src.sin_family = AF_INET;
-        src.sin_addr.s_addr = htonl(0x7f000000u + (uint32_t)G.source_base
-                                    + c->index % (uint32_t)G.source_addrs);
-        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
-            conn_fail_errno(c, "bind", errno);
-            return;
-        }
-    }
     memset(&dst, 0, sizeof dst);
     dst.sin_family = AF_INET;
     dst.sin_port = htons((uint16_t)G.ports[c->index % (uint32_t)G.nports]);
     inet_pton(AF_INET, G.host, &dst.sin_addr);
-    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
-        conn_fail_errno(c, "connect", errno);
-        return;
+    for (;;) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            conn_fail_errno(c, "socket", errno);
+            return;
+        }
+        c->fd = fd;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (G.source_addrs > 0) {
+            /* bind(address, 0) picks the port now, among this address's own ports: each
+               source address has the whole ephemeral range */
+            const char *what = "bind";
+            memset(&src, 0, sizeof src);
+            src.sin_family = AF_INET;
+            src.sin_addr.s_addr = htonl(0x7f000000u + (uint32_t)G.source_base
+                                        + c->index % (uint32_t)G.source_addrs
+                                        + (uint32_t)(G.source_shift * G.source_addrs));
+            if (bind(fd, (struct sockaddr *)&src, sizeof src) == 0) {
+                what = "connect";
+                if (connect(fd, (struct sockaddr *)&dst, sizeof dst) == 0 || errno == EINPROGRESS)
+                    break;
+            }
+            if ((errno != EADDRINUSE && errno != EADDRNOTAVAIL)
+                || G.source_shift + 1 >= ADDRESS_BLOCKS
+                || G.source_base + (G.source_shift + 2) * G.source_addrs > 0xffffff) {
+                conn_fail_errno(c, what, errno);
+                return;
+            }
+        } else if (connect(fd, (struct sockaddr *)&dst, sizeof dst) == 0
+                   || errno == EINPROGRESS) {
+            break;
+        } else {
+            conn_fail_errno(c, "connect", errno);
+            return;
+        }
+        /* no port left on this address (other programs may use 127.0.0.x too): this and
+           every later connection move on to the next block of addresses */
+        close(fd);
+        c->fd = -1;
+        G.source_shift++;
+        G.c.address_retries++;
     }
     ev.events = EPOLLOUT | EPOLLIN;
     ev.data.u64 = (uint64_t)(c - G.conns) + 1;

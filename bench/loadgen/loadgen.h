@@ -51,7 +51,7 @@ typedef struct {
 
 typedef struct {
     uint64_t frames, stale, bytes, control, resyncs, data_updates, regressions, bad;
-    uint64_t heartbeats, opened, recvs, wakeups, connects;
+    uint64_t heartbeats, opened, recvs, wakeups, connects, address_retries;
     int peak_ready;
     uint32_t *hist;          /* commit-to-client latency */
     uint32_t *connect_hist;  /* open to subscribed */
@@ -75,6 +75,7 @@ typedef struct {
     int total;               /* connections over all processes (source address spread) */
     int source_base;         /* first source address: 127.0.0.0 + base */
     int source_addrs;        /* addresses to spread over; 0: let the kernel choose */
+    int source_shift;        /* blocks of source_addrs skipped: their ports ran out */
     int per_address;
     char **tokens;
     int ntokens;

@@ -149,7 +149,8 @@ static void print_stats(out *o, int brief)
         "\"completed\":0,\"frames\":%llu,\"staleFrames\":%llu,\"bytes\":%llu,"
         "\"controlFrames\":%llu,\"resyncs\":%llu,\"dataUpdates\":%llu,"
         "\"offsetRegressions\":%llu,\"badFrames\":%llu,\"heartbeats\":%llu,"
-        "\"recvCalls\":%llu,\"wakeups\":%llu,\"connects\":%llu,\"maxLatency\":%.6f,"
+        "\"recvCalls\":%llu,\"wakeups\":%llu,\"connects\":%llu,\"addressRetries\":%llu,"
+        "\"sourceShift\":%d,\"maxLatency\":%.6f,"
         "\"firstAt\":%.6f,\"lastAt\":%.6f,\"connectMaxMs\":%.3f",
         G.ready, c->peak_ready, (unsigned long long)c->opened,
         (unsigned long long)c->frames, (unsigned long long)c->stale,
@@ -158,7 +159,7 @@ static void print_stats(out *o, int brief)
         (unsigned long long)c->regressions, (unsigned long long)c->bad,
         (unsigned long long)c->heartbeats, (unsigned long long)c->recvs,
         (unsigned long long)c->wakeups, (unsigned long long)c->connects,
-        (double)c->max_latency_us / 1e6,
+        (unsigned long long)c->address_retries, G.source_shift, (double)c->max_latency_us / 1e6,
         (double)c->first_at_us / 1e6, (double)c->last_at_us / 1e6,
         (double)c->connect_max_us / 1e3);
     put_cpu(o, c);
@@ -173,9 +174,11 @@ static void print_stats(out *o, int brief)
 static void print_ready(out *o)
 {
     put(o, "{\"type\":\"ready\",\"ready\":%d,\"seconds\":%.3f,\"connectMaxMs\":%.3f,"
-        "\"sourceAddresses\":%d,\"connections\":%d",
+        "\"sourceAddresses\":%d,\"sourceShift\":%d,\"addressRetries\":%llu,"
+        "\"connections\":%d",
         G.ready, (double)(now_mono_ns() - G.c.wall0_ns) / 1e9,
-        (double)G.c.connect_max_us / 1e3, G.source_addrs, G.connections);
+        (double)G.c.connect_max_us / 1e3, G.source_addrs, G.source_shift,
+        (unsigned long long)G.c.address_retries, G.connections);
     put_cpu(o, &G.c);
     put_reasons(o, "failed", &G.failed);
     put_hist(o, "connectHist", G.c.connect_hist);
