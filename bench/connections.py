@@ -111,6 +111,8 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
                                     "connectSeconds": report["seconds"],
                                     "connectMs": report["connectMs"],
                                     "sourceAddresses": report.get("sourceAddresses"),
+                                    "highestSourceAddress": report.get("highestSourceAddress"),
+                                    "addressRetries": report.get("addressRetries"),
                                     "failed": report["failed"]})
             log(f"  {stack:5s} {held:6d} connections, RSS {rss / 2**20:.1f} MB"
                 + (f", failed {report['failed']}" if report["failed"] else ""))
