@@ -91,6 +91,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small run to try the bench (N 100,1000; 2,000 connections; "
                              "scenario x 1/16)")
+    parser.add_argument("--py-client", action="store_true",
+                        help="fan-out and connections with the Python load client "
+                             "(bench/loadclient.py) instead of the compiled one "
+                             "(bench/loadgen), for comparison")
+    parser.add_argument("--ws-encoding", choices=("msgpack", "json"), default="msgpack",
+                        help="Sinal's subprotocol for the compiled client (fan-out, "
+                             "connections)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the server to CPU 0 and the load to the others")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
@@ -105,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
     if not args.parts or "all" in args.parts:
         args.parts = list(DEFAULT_PARTS)
+    if args.py_client and args.ws_encoding != "msgpack":
+        parser.error("the Python load client speaks MessagePack only")
     if args.quick:
         args.clients = "100,1000"
         args.connections = min(args.connections, 2000)
@@ -147,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             clients=[int(n) for n in args.clients.split(",") if n], stacks=stacks,
             rate=args.rate, paced_seconds=args.paced_seconds,
             burst_deliveries=args.burst_deliveries, peer_source=args.peer_source,
-            profile_at=0 if args.no_profile else args.profile_at, pin=pin), log),
+            profile_at=0 if args.no_profile else args.profile_at, pin=pin,
+            python_client=args.py_client, encoding=args.ws_encoding), log),
         "connections": lambda db, wd: run_connections(db, wd, ConnectionsOptions(
             target=args.connections,
             steps=[s for s in (1000, 2500, 5000, 7500, 10_000, 25_000, 50_000)
                    if s < args.connections] + [args.connections],
             heartbeat_ms=args.heartbeat_ms, hold_seconds=args.hold, stacks=stacks, pin=pin,
-            profile=not args.no_profile), log),
+            profile=not args.no_profile, python_client=args.py_client,
+            encoding=args.ws_encoding), log),
         "rest": lambda db, wd: run_rest(db, wd, RestOptions(
             wrk_seconds=args.wrk_seconds, url=args.rest_url, pin=pin,
             profile=not args.no_profile), log),
@@ -214,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def automatic_notes(results: dict[str, Any]) -> list[str]:
     notes: list[str] = []
+    for run in results.get("connections", {}).get("runs", []):
+        if run.get("lostBeforeHold"):
+            notes.append(f"connections {run['stack']}: {run['lostBeforeHold']} connections were "
+                         f"closed by the server before the hold: {run.get('closesBeforeHold')}")
+        if run.get("stepTimedOut"):
+            notes.append(f"connections {run['stack']}: {run['stepTimedOut']}; held "
+                         f"{run.get('held', 0):,} in the hold")
     fan = results.get("fanout", {})
     for run in fan.get("runs", []):
         if run.get("error"):
@@ -228,6 +246,14 @@ def automatic_notes(results: dict[str, Any]) -> list[str]:
                 notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: only "
                              f"{100 * p['delivered']:.1f}% of {p['expectedFrames']:,} frames "
                              "arrived before the drain timeout")
+            if p.get("offsetRegressions"):
+                notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: "
+                             f"{p['offsetRegressions']} data_update frames repeated an offset or "
+                             "went back (each change should reach each subscriber once)")
+            if p.get("client") == "compiled" and (p.get("clientUsPerFrame") or 0) > 3:
+                notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: the compiled "
+                             f"load client used {p['clientUsPerFrame']} us of CPU per frame "
+                             "(its target is under 3)")
             if p["resyncs"] or p["closes"]:
                 notes.append(f"fan-out {p['stack']} N={p['clients']} {p['phase']}: "
                              f"{p['resyncs']} resync frames, closes {p['closes']}")

@@ -8,21 +8,25 @@ read after each, for the plot); then all of them are held for a few heartbeat in
 while clients send heartbeats and count the server's. A connection that the server closes
 during the hold (heartbeat timeout, anything) counts as lost. The peer (socket.io) runs
 the same steps; its clients emit `heartbeat` events and answer Engine.IO pings.
+
+The clients are the compiled load client (bench.loadgen; `python_client` for the Python
+one), one group of processes per step; connection numbers run on over the steps, so the
+source addresses (127.0.0.2, .3, ...) are spread over the whole target. Its CPU is
+reported for the connect storm and for the hold.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.harness import BENCH_TOPIC, BenchDatabase, CpuPlan, ServerProcess, sinal_server
-from bench.loadclient import ClientPlan, LoadClients
+from bench.loadclient import ClientPlan
+from bench.loadgen import Clients, open_clients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
 from bench.profile import Profile, top_line
-from bench.storms import PORTS_PER_ADDRESS, clients_for
 
 CLIENTS_PER_PROCESS = 2500
 
@@ -36,6 +40,9 @@ class ConnectionsOptions:
     stacks: list[str] = field(default_factory=lambda: ["sinal", "peer"])
     pin: bool = True
     profile: bool = True  # py-spy on Sinal during the hold
+    step_timeout: float = 300.0  # seconds a step may take to connect
+    python_client: bool = False  # the Python load client instead of the compiled one
+    encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
 
 
 def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
@@ -56,7 +63,7 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
     token = db.token()
     steps = sorted({s for s in options.steps if s < options.target} | {options.target})
     server = _server(stack, db, wd, cpus, options)
-    groups: list[LoadClients] = []
+    groups: list[Clients] = []
     result: dict[str, Any] = {"stack": stack, "target": options.target, "steps": []}
     try:
         assert server.meter is not None
@@ -64,38 +71,64 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         baseline = server.meter.rss()
         result["baselineRssMb"] = round(baseline / 2**20, 1)
         result["steps"].append({"connections": 0, "rssMb": result["baselineRssMb"]})
-        held = 0
-        hosts = 0  # loopback source addresses taken by earlier steps (past 127.0.0.1)
+        held = opened = 0
+        connect_cpu = 0.0
         t0 = time.perf_counter()
         for step in steps:
             size = step - held
-            # each step connects from addresses of its own once one address would run out
-            # of ephemeral ports (about 28,000 towards one server port)
-            sources: tuple[str, ...] = ()
-            if options.target > PORTS_PER_ADDRESS:
-                count = math.ceil(size / PORTS_PER_ADDRESS)
-                sources = tuple(f"127.0.0.{hosts + k + 2}" for k in range(count))
-                hosts += count
+            # the load client spreads connections over source addresses 127.0.0.2 and up
+            # once one address would run out of ephemeral ports (bench/loadgen)
             plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
                               size, token, (BENCH_TOPIC,),
-                              heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load,
-                              source_hosts=sources)
-            group = clients_for(plan)
+                              heartbeat_interval=options.heartbeat_ms / 1000, cpus=cpus.load)
+            group = open_clients(plan, python=options.python_client,
+                                 python_per_process=CLIENTS_PER_PROCESS,
+                                 encoding=options.encoding if stack == "sinal" else "msgpack",
+                                 index_base=opened, planned_total=options.target)
+            opened += size
             groups.append(group)
-            report = group.wait_ready(timeout=300)
+            try:
+                report = group.wait_ready(timeout=options.step_timeout)
+            except TimeoutError:
+                # keep the numbers: the step as far as it got; its connections are dropped
+                # and the hold goes on with the steps that completed
+                partial = group.stats()
+                connect_cpu += partial["cpuSeconds"]
+                rss = server.meter.rss()
+                group.close()
+                groups.remove(group)
+                result["steps"].append({"connections": held + partial["ready"],
+                                        "rssMb": round(rss / 2**20, 1),
+                                        "connectSeconds": options.step_timeout,
+                                        "connectMs": partial["connectMs"],
+                                        "failed": partial["failed"], "timedOut": True})
+                result["stepTimedOut"] = (f"{partial['ready']:,} of {size:,} connections of the "
+                                          f"step to {step:,} ready after "
+                                          f"{options.step_timeout:.0f} s: step dropped")
+                log(f"  {stack:5s} step to {step}: {result['stepTimedOut']}")
+                break
             held += report["ready"]
+            connect_cpu += report.get("clientCpuSeconds", 0.0)
             time.sleep(0.5)
             rss = server.meter.rss()
             result["steps"].append({"connections": held, "rssMb": round(rss / 2**20, 1),
                                     "connectSeconds": report["seconds"],
+                                    "connectMs": report["connectMs"],
+                                    "sourceAddresses": report.get("sourceAddresses"),
+                                    "highestSourceAddress": report.get("highestSourceAddress"),
+                                    "addressRetries": report.get("addressRetries"),
                                     "failed": report["failed"]})
             log(f"  {stack:5s} {held:6d} connections, RSS {rss / 2**20:.1f} MB"
                 + (f", failed {report['failed']}" if report["failed"] else ""))
             if report["ready"] < size:
                 break
         result["connectSeconds"] = round(time.perf_counter() - t0, 1)
-        for group in groups:
-            group.stats(reset=True)
+        result["clientCpuSecondsConnect"] = round(connect_cpu, 2) \
+            if not options.python_client else None
+        # what the steps left: connections the server closed while later steps connected
+        # are lost before the hold, not in it
+        before = [group.stats(reset=True) for group in groups]
+        at_hold = sum(s["ready"] for s in before)
         server.meter.mark()
         if stack == "sinal" and options.profile:
             with Profile(server.pid, options.hold_seconds - 1, wd / "profile-idle.txt") as spy:
@@ -106,28 +139,45 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         window = server.meter.window()
         stats = [group.stats() for group in groups]
         still = sum(s["ready"] for s in stats)
+        client_cpu = sum(s["cpuSeconds"] for s in stats)
         closes: dict[str, int] = {}
         for s in stats:
             for reason, count in s["closes"].items():
                 closes[reason] = closes.get(reason, 0) + count
+        closes_before: dict[str, int] = {}
+        for s in before:
+            for reason, count in s["closes"].items():
+                closes_before[reason] = closes_before.get(reason, 0) + count
         rss = server.meter.rss()
         result.update({
             "held": held,
+            "heldAtHoldStart": at_hold,
+            "lostBeforeHold": held - at_hold,
+            "closesBeforeHold": closes_before,
             "stillConnectedAfterHold": still,
-            "lostDuringHold": held - still,
+            "lostDuringHold": at_hold - still,
             "closes": closes,
             "holdSeconds": options.hold_seconds,
             "clientHeartbeatsSent": sum(s["heartbeats"] for s in stats),
             "serverFramesReceived": sum(s["controlFrames"] for s in stats),
             "serverCpuPercentIdle": window["cpuPercent"],
+            "client": "python" if options.python_client else "compiled",
+            "clientProcesses": sum(len(group.procs) for group in groups),
+            "clientCpuPercentHold": round(100 * client_cpu / window["wallSeconds"], 2),
+            "clientCpuSecondsHold": round(client_cpu, 3),
             "rssMb": round(rss / 2**20, 1),
             "peakRssMb": window["peakRssMb"],
-            "rssPerConnectionKb": round((rss - baseline) / max(1, held) / 1024, 2),
+            "rssPerConnectionKb": round((rss - baseline) / max(1, at_hold) / 1024, 2),
         })
-        log(f"  {stack:5s} held {held} for {options.hold_seconds:.0f} s: {still} still open, "
+        if held > at_hold:
+            log(f"  {stack:5s} {held - at_hold} connections closed by the server before the "
+                f"hold: {closes_before}")
+        log(f"  {stack:5s} held {at_hold} for {options.hold_seconds:.0f} s: {still} still open, "
             f"RSS {result['rssMb']} MB ({result['rssPerConnectionKb']} KB/connection), "
             f"idle CPU {window['cpuPercent']}%, {result['clientHeartbeatsSent']} heartbeats "
-            f"sent, {result['serverFramesReceived']} server frames received")
+            f"sent, {result['serverFramesReceived']} server frames received; client CPU "
+            f"{result['clientCpuPercentHold']}% (hold), {result['clientCpuSecondsConnect']} s "
+            f"(connecting, {result['connectSeconds']} s)")
         if result.get("profile", {}).get("self"):
             log(f"  sinal idle profile: {top_line(result['profile'])}")
     finally:

@@ -19,14 +19,15 @@ For each stack (``sinal``, ``peer``) and each N, one fresh server and N fresh cl
 
 The server runs pinned to the first CPU, the clients and the writer to the others
 (`--no-pin` lets the kernel place them); PostgreSQL floats. The PostgreSQL backends of the
-bench database are metered too.
+bench database are metered too. The clients are the compiled load client (bench.loadgen)
+unless `python_client` asks for the Python one; either way each phase reports the
+client's CPU and its cost per data frame received (us of its CPU / frame).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,8 @@ from bench.harness import (
     postgres_backend_pids,
     sinal_server,
 )
-from bench.loadclient import ClientPlan, LoadClients
+from bench.loadclient import ClientPlan
+from bench.loadgen import Clients, open_clients
 from bench.peers import (
     DROP_SEED_NOTIFY_SQL,
     SEED_NOTIFY_SQL,
@@ -73,6 +75,8 @@ class FanoutOptions:
     profile_at: int = 1000  # N at which Sinal is profiled with py-spy; 0: never
     profile_seconds: float = 4.0
     pin: bool = True
+    python_client: bool = False  # the Python load client instead of the compiled one
+    encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
 
 
 class PostgresMeter:
@@ -121,7 +125,7 @@ def stop_server(stack: str, server: ServerProcess, db: BenchDatabase,
         db.execute(DROP_SEED_NOTIFY_SQL)
 
 
-def wait_for_frames(clients: LoadClients, expected: int, timeout: float,
+def wait_for_frames(clients: Clients, expected: int, timeout: float,
                     idle: float = 5.0) -> int:
     """Until `expected` frames arrived, nothing arrived for `idle` s, or `timeout`."""
     deadline = time.monotonic() + timeout
@@ -144,7 +148,7 @@ def next_phase_tag() -> str:
 
 
 def run_phase(name: str, stack: str, n: int, rate: float, commits: int, db: BenchDatabase,
-              server: ServerProcess, clients: LoadClients, cpus: CpuPlan,
+              server: ServerProcess, clients: Clients, cpus: CpuPlan,
               options: FanoutOptions) -> dict[str, Any]:
     tag = next_phase_tag()
     writer = Writer(WritePlan(db.url, rate, commits, cpus.load, phase=tag))
@@ -166,6 +170,7 @@ def run_phase(name: str, stack: str, n: int, rate: float, commits: int, db: Benc
     span = (stats["lastAt"] - written["firstAt"]) if stats["lastAt"] else 0.0
     delivered_rate = stats["frames"] / span if span > 0 else 0.0
     client_cpu = 100 * stats["cpuSeconds"] / max(1e-9, server_window["wallSeconds"])
+    received = stats["frames"] + stats["staleFrames"]
     return {
         "stack": stack, "clients": n, "phase": name,
         "commitRateAsked": rate or None,
@@ -182,7 +187,14 @@ def run_phase(name: str, stack: str, n: int, rate: float, commits: int, db: Benc
         "serverCpuPercent": server_window["cpuPercent"],
         "serverRssMb": server_window["rssMb"], "serverPeakRssMb": server_window["peakRssMb"],
         "clientCpuPercent": round(client_cpu, 1),
+        "clientCpuSeconds": round(stats["cpuSeconds"], 3),
+        "clientSystemSeconds": stats.get("systemSeconds"),
+        "clientUsPerFrame": round(1e6 * stats["cpuSeconds"] / received, 2) if received else None,
+        "client": "python" if options.python_client else "compiled",
         "clientProcesses": len(clients.procs),
+        "clientRecvCalls": stats.get("recvCalls"),
+        "clientWakeups": stats.get("wakeups"),
+        "offsetRegressions": stats.get("offsetRegressions"),
         "postgresCpuPercent": pg_cpu,
         "bytesReceived": stats["bytes"],
     }
@@ -209,21 +221,25 @@ def run_stack_at(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan,
     server = start_server(stack, db, wd, cpus, options)
     result: dict[str, Any] = {"stack": stack, "clients": n, "phases": []}
     try:
-        processes = options.client_processes or math.ceil(n / CLIENTS_PER_PROCESS)
         protocol = "sinal" if stack == "sinal" else "socketio"
         plan = ClientPlan(protocol, server.ws_port, n, token, (BENCH_TOPIC,),
                           heartbeat_interval=20.0, cpus=cpus.load)
         assert server.meter is not None
         server.meter.mark()
         t0 = time.perf_counter()
-        with LoadClients(plan, processes) as clients:
+        with open_clients(plan, python=options.python_client,
+                          processes=options.client_processes,
+                          python_per_process=CLIENTS_PER_PROCESS,
+                          encoding=options.encoding if stack == "sinal" else "msgpack"
+                          ) as clients:
             connected = clients.wait_ready()
             connect_window = server.meter.window()
             result["connect"] = {**connected, "serverCpuPercent": connect_window["cpuPercent"],
                                  "wallSeconds": round(time.perf_counter() - t0, 2),
                                  "serverRssMb": connect_window["rssMb"]}
             log(f"  {stack:5s} N={n:5d}: {connected['ready']} connected in "
-                f"{connected['seconds']:.1f} s, server RSS {connect_window['rssMb']} MB"
+                f"{connected['seconds']:.1f} s, server RSS {connect_window['rssMb']} MB, "
+                f"client CPU {connected.get('clientCpuSeconds', 'n/a')} s"
                 + (f", failed {connected['failed']}" if connected["failed"] else ""))
             if connected["ready"] < n:
                 result["error"] = f"only {connected['ready']} of {n} clients connected"
@@ -249,7 +265,8 @@ def run_stack_at(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan,
                         f"({100 * (phase['delivered'] or 0):.1f}% delivered), latency ms "
                         f"p50 {lat['p50']} p99 {lat['p99']} max {lat['max']}; server CPU "
                         f"{phase['serverCpuPercent']}% RSS {phase['serverRssMb']} MB; "
-                        f"client CPU {phase['clientCpuPercent']}%; postgres CPU "
+                        f"client CPU {phase['clientCpuPercent']}% "
+                        f"({phase['clientUsPerFrame']} us/frame); postgres CPU "
                         f"{phase['postgresCpuPercent']}%")
                 if stack == "sinal" and options.profile_at == n:
                     result["profile"] = profile_phase(server, db, options, cpus, wd)

@@ -94,9 +94,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
             "" if ok or p99 is None else f"{p99 / 20:.1f}x over")
     conn = _connections_run(results, "sinal")
     if conn:
-        ok = conn["rssMb"] < 512 and conn["held"] >= 10_000 and conn["lostDuringHold"] == 0
+        held = conn.get("heldAtHoldStart", conn["held"])  # older results: no such field
+        ok = conn["rssMb"] < 512 and held >= 10_000 and conn["lostDuringHold"] == 0
         add("10,000 idle connections on one node under 512 MB RSS",
-            f"{conn['held']:,} held, {conn['lostDuringHold']} lost, {conn['rssMb']} MB "
+            f"{held:,} held, {conn['lostDuringHold']} lost, {conn['rssMb']} MB "
             f"({conn['rssPerConnectionKb']} KB/connection)", ok)
     rest = results.get("rest")
     if rest is not None:
@@ -192,12 +193,12 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   "writer's time.time() in the row, before the INSERT, to the client's "
                   "receive. CPU: % of one core. Peer: "
                   f"{fan.get('peerVersions', fan.get('peerError', NA))}, source "
-                  f"{fan['options']['peer_source']}.", ""]
+                  f"{fan['options']['peer_source']}. {_client_sentence(fan['runs'])}", ""]
         table = []
         for run in fan["runs"]:
             if run.get("error") and not run.get("phases"):
                 table.append([run["stack"], _fmt(run["clients"]), "error", _cell(run["error"])]
-                             + [""] * 10)
+                             + [""] * 11)
             for p in run.get("phases", []):
                 lat = p["latencyMs"]
                 table.append([p["stack"], _fmt(p["clients"]), p["phase"],
@@ -206,10 +207,12 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                               _fmt(lat["p50"], 2), _fmt(lat["p95"], 2), _fmt(lat["p99"], 2),
                               _fmt(lat["max"], 1), _fmt(p["serverCpuPercent"]),
                               _fmt(p["serverRssMb"]), _fmt(p["clientCpuPercent"]),
+                              _fmt(p.get("clientUsPerFrame"), 2),
                               _fmt(p["postgresCpuPercent"])])
         lines += _table(["stack", "N", "phase", "commits/s", "frames/s", "delivered",
                          "p50 ms", "p95 ms", "p99 ms", "max ms", "server CPU %",
-                         "server RSS MB", "client CPU %", "postgres CPU %"], table)
+                         "server RSS MB", "client CPU %", "client us/frame",
+                         "postgres CPU %"], table)
         if fan.get("ratios"):
             lines += ["Sinal / peer (frames/s: higher is better for Sinal; p99, CPU, RSS: "
                       "lower is better):", ""]
@@ -218,13 +221,18 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                  _fmt(r.get("p99Ratio"), 2), _fmt(r.get("serverCpuRatio"), 2),
                  _fmt(r.get("serverRssRatio"), 2)] for r in fan["ratios"]])
         connects = [[r["stack"], _fmt(r["clients"]), _fmt(r["connect"]["seconds"], 2),
-                     _fmt(r["connect"]["connectMs"]["p95"], 1), _fmt(r["connect"]["serverRssMb"])]
+                     _fmt(r["connect"]["connectMs"]["p50"], 1),
+                     _fmt(r["connect"]["connectMs"]["p95"], 1),
+                     _fmt(r["connect"]["connectMs"]["p99"], 1),
+                     _fmt(r["connect"]["serverCpuPercent"]),
+                     _fmt(r["connect"].get("clientCpuSeconds"), 3),
+                     _fmt(r["connect"]["serverRssMb"])]
                     for r in fan["runs"] if r.get("connect")]
         if connects:
             lines += ["Connecting the N clients (pipelined, 128 handshakes in flight per "
-                      "process):", ""]
-            lines += _table(["stack", "N", "seconds", "p95 connect->subscribed ms",
-                             "server RSS MB after"], connects)
+                      "process); connect->subscribed times:", ""]
+            lines += _table(["stack", "N", "seconds", "p50 ms", "p95 ms", "p99 ms",
+                             "server CPU %", "client CPU s", "server RSS MB after"], connects)
         for run in fan["runs"]:
             lines += _profile_table(f"Where Sinal's time goes at N={run['clients']:,}, paced",
                                     run.get("profile"))
@@ -242,12 +250,16 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
         lines += _table(["connections"] + [f"{s} RSS MB" for s in stacks],
                         [[_fmt(c)] + [_fmt(by_stack[s].get(c)) for s in stacks]
                          for c in counts])
-        lines += _table(["stack", "held", "lost in hold", "RSS MB", "KB / connection",
-                         "idle CPU %", "client heartbeats", "connect s"], [
-            [r["stack"], _fmt(r.get("held")), _fmt(r.get("lostDuringHold")),
+        lines += _table(["stack", "held", "lost before hold", "lost in hold", "RSS MB",
+                         "KB / connection",
+                         "idle CPU %", "client heartbeats", "connect s", "client CPU s "
+                         "connecting", "client CPU % hold"], [
+            [r["stack"], _fmt(r.get("heldAtHoldStart", r.get("held"))),
+             _fmt(r.get("lostBeforeHold")), _fmt(r.get("lostDuringHold")),
              _fmt(r.get("rssMb")), _fmt(r.get("rssPerConnectionKb"), 2),
              _fmt(r.get("serverCpuPercentIdle")), _fmt(r.get("clientHeartbeatsSent")),
-             _fmt(r.get("connectSeconds"))] for r in conns["runs"]])
+             _fmt(r.get("connectSeconds")), _fmt(r.get("clientCpuSecondsConnect"), 2),
+             _fmt(r.get("clientCpuPercentHold"), 2)] for r in conns["runs"]])
         for run in conns["runs"]:
             lines += _profile_table(f"Where Sinal's time goes holding {run.get('held', 0):,} "
                                     "idle connections", run.get("profile"))
@@ -340,6 +352,16 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
     if plot_names:
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plot_names] + [""]
     return "\n".join(lines)
+
+
+def _client_sentence(runs: list[dict[str, Any]]) -> str:
+    kinds = {p.get("client", "python") for r in runs for p in r.get("phases", [])}
+    if kinds == {"compiled"}:
+        return ("Load client: the compiled one (bench/loadgen); client CPU is its own "
+                "(getrusage, user + system); us/frame = its CPU / data frames received.")
+    if kinds == {"python"}:
+        return "Load client: the Python one (bench/loadclient.py, --py-client)."
+    return ""
 
 
 def _profile_table(title: str, profile: dict[str, Any] | None, rows: int = 10) -> list[str]:

@@ -5,9 +5,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import multiprocessing as mp
+import re
+import socket
+import subprocess
+import threading
 import time
 from collections import Counter
+from typing import Any
 
 import msgpack
 
@@ -21,19 +29,21 @@ from bench.loadclient import (
     client_frame,
     histogram_percentiles,
 )
+from bench.loadgen import CompiledClients, build
 from bench.profile import summarise_collapsed
 from bench.report import markdown, targets
 from bench.rest import RestOptions, WireResponse, _complete, _unchunk, polling_bytes
 
 
-def server_frame(payload: bytes, opcode: int = 2) -> bytes:
+def server_frame(payload: bytes, opcode: int = 2, fin: bool = True) -> bytes:
     n = len(payload)
+    first = (0x80 if fin else 0) | opcode
     if n < 126:
-        head = bytes([0x80 | opcode, n])
+        head = bytes([first, n])
     elif n < 65536:
-        head = bytes([0x80 | opcode, 126]) + n.to_bytes(2, "big")
+        head = bytes([first, 126]) + n.to_bytes(2, "big")
     else:
-        head = bytes([0x80 | opcode, 127]) + n.to_bytes(8, "big")
+        head = bytes([first, 127]) + n.to_bytes(8, "big")
     return head + payload
 
 
@@ -200,3 +210,255 @@ def test_storm_targets_and_tables() -> None:
     text = "\n".join(storm_markdown(results))
     assert "## Notification storm" in text and "## Connect storm" in text
     assert "RuntimeError('gone')" in text
+
+
+# --------------------------------------------------------------------------- the compiled client
+#
+# bench/loadgen is compiled with `cc` (cached in bench/loadgen/build/); `--decode` feeds
+# stdin to one connection as if a server had sent it and prints what the client makes of
+# each message and what it sends back, so its parsers are checked on fixed inputs.
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.c2ln"
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key; --decode uses it
+
+
+def accept_for(key: str) -> str:
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def upgrade_answer(key: str = RFC_KEY, accept: str | None = None) -> bytes:
+    return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"sec-websocket-accept: {accept or accept_for(key)}\r\n\r\n").encode()
+
+
+def fragments(payload: bytes, opcode: int, sizes: tuple[int, ...]) -> list[bytes]:
+    """One message as len(sizes) + 1 frames: first `opcode` without FIN, continuations."""
+    frames, pos = [], 0
+    for i, size in enumerate((*sizes, len(payload))):
+        part = payload[pos:pos + size] if i < len(sizes) else payload[pos:]
+        pos += len(part)
+        frames.append(server_frame(part, opcode if i == 0 else 0, fin=i == len(sizes)))
+    return frames
+
+
+def decode(stream: bytes, *args: str) -> list[list[dict[str, Any]]]:
+    """The events the client prints for `stream`, fed whole and in chunks of 1 and 7 bytes
+    (a frame, a header, a marker split anywhere)."""
+    runs = []
+    for chunk in (0, 1, 7):
+        done = subprocess.run(
+            [str(build()), "--decode", "--phase", "A", "--token", TOKEN, "--topics",
+             "supplier_changed", "--chunk", str(chunk), *args],
+            input=stream, capture_output=True, timeout=30, check=True)
+        runs.append([json.loads(line) for line in done.stdout.splitlines()])
+    return runs
+
+
+def events(run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in run if e.get("event")]
+
+
+def data_update(offset: int, sent: float, phase: str = "A") -> dict[str, Any]:
+    return {"event": "data_update", "type": "supplier_changed", "op": "insert", "id": 7,
+            "data": {"id": 7, "name": f"bench @t={sent:.6f}{phase}", "rating": 4.5,
+                     "tags": ["a", None, True], "blob": {"nested": [1, -2, 2**40]}},
+            "delta": {}, "offset": offset, "timestamp": "2024-01-15T10:30:00.125Z"}
+
+
+def test_loadgen_decodes_msgpack_frames() -> None:
+    sent = 1_705_314_600.125_25
+    stream = (server_frame(msgpack.packb(data_update(1042, sent)))
+              + server_frame(msgpack.packb({"event": "heartbeat", "timestamp": 1}))
+              + server_frame(msgpack.packb(data_update(1043, sent, phase="B")))
+              + server_frame(b"hi", opcode=9)
+              + server_frame(msgpack.packb(data_update(1043, sent)))  # a repeat: regression
+              + server_frame(msgpack.packb({"event": "resync", "topic": "t", "offset": 9,
+                                            "reason": "slow_consumer"})))
+    runs = decode(stream)
+    assert events(runs[0]) == events(runs[1]) == events(runs[2])
+    messages = [e for e in events(runs[0]) if e["event"] == "message"]
+    assert [(m["kind"], m["offset"], m["phase"]) for m in messages] == [
+        ("data_update", 1042, "A"), ("heartbeat", -1, "-"), ("data_update", 1043, "B"),
+        ("data_update", 1043, "A"), ("resync", 9, "-")]
+    assert messages[0]["mark"] == 1_705_314_600_125_250  # microseconds, exact
+    assert {"event": "sent", "opcode": 10, "payload": b"hi".hex()} in runs[0]  # pong
+    for run in runs:
+        stats = run[-1]
+        assert (stats["frames"], stats["staleFrames"], stats["dataUpdates"]) == (2, 1, 3)
+        assert (stats["controlFrames"], stats["resyncs"], stats["offsetRegressions"]) == (3, 1, 1)
+        assert stats["pendingBytes"] == 0 and stats["failed"] == {} and stats["ready"] == 1
+
+
+def test_loadgen_json_handshake_and_fragmented_frame() -> None:
+    sent = time.time() - 0.5
+    update = json.dumps(data_update(5, sent)).encode()
+    parts = fragments(update, 1, (40, 90))
+    stream = (upgrade_answer()
+              + server_frame(json.dumps({"event": "welcome", "sessionId": "s",
+                                         "heartbeatInterval": 30000}).encode(), opcode=1)
+              + server_frame(b'{"event": "subscribed", "events": ["supplier_changed"], '
+                             b'"offsets": {"supplier_changed": 4}, "ref": 1}', opcode=1)
+              + parts[0] + server_frame(b"", opcode=9) + parts[1] + parts[2])
+    runs = decode(stream, "--encoding", "json", "--decode-state", "http")
+    assert events(runs[0]) == events(runs[1]) == events(runs[2])
+    sent_frames = [e for e in runs[0] if e.get("event") == "sent"]
+    assert [(s["opcode"], json.loads(bytes.fromhex(s["payload"]))) for s in sent_frames[:2]] \
+        == [(1, {"event": "connect", "token": TOKEN}),
+            (1, {"event": "subscribe", "events": ["supplier_changed"], "ref": 1})]
+    assert sent_frames[2:] == [{"event": "sent", "opcode": 10, "payload": ""}]  # the pong
+    kinds = [e.get("kind", e["event"]) for e in events(runs[0]) if e["event"] != "sent"]
+    assert kinds == ["welcome", "subscribed", "ready", "control", "data_update"]
+    for run in runs:
+        stats = run[-1]
+        assert (stats["frames"], stats["dataUpdates"], stats["connects"]) == (1, 1, 1)
+        assert 0.5 <= stats["maxLatency"] < 60
+
+
+def test_loadgen_refuses_a_wrong_accept_and_reports_errors() -> None:
+    wrong = decode(upgrade_answer(accept=accept_for("another key")), "--decode-state", "http")
+    assert {"event": "fail", "reason": "upgrade: wrong Sec-WebSocket-Accept"} in wrong[0]
+    refused = decode(b"HTTP/1.1 503 Service Unavailable\r\n\r\n", "--decode-state", "http")
+    assert {"event": "fail", "reason": "upgrade refused: HTTP/1.1 503 Service Unavailable"} \
+        in refused[1]
+    error = msgpack.packb({"event": "error", "code": "auth_failed", "message": "bad token"})
+    close = (4102).to_bytes(2, "big") + b"auth_failed"
+    runs = decode(server_frame(error) + server_frame(close, opcode=8),
+                  "--decode-state", "subscribing")
+    for run in runs:
+        assert {"event": "fail", "reason": "error auth_failed"} in run
+        assert run[-1]["failed"] == {"error auth_failed": 1}
+    closed = decode(server_frame(close, opcode=8))  # ready: a close ends the connection
+    assert closed[2][-1]["closes"] == {"closed 4102 auth_failed": 1}
+    odd = decode(server_frame((4000).to_bytes(2, "big") + b'say "hi"\x01\xff', opcode=8))
+    assert odd[0][-1]["closes"] == {'closed 4000 say "hi"??': 1}  # quoted, printable
+    typo = subprocess.run([str(build()), "--host", "127.0.0.256", "--token", TOKEN],
+                          capture_output=True, text=True, timeout=30)
+    assert typo.returncode == 2 and "--host takes an IPv4 address" in typo.stderr
+    bad = decode(bytes([0xC2, 0x01, 0x00]))  # RSV1 set: no extension was negotiated
+    assert bad[0][-1]["closes"] == {"protocol: bad frame header": 1}
+
+
+def test_loadgen_socketio_handshake_and_event() -> None:
+    sent = time.time() - 0.25
+    stream = (server_frame(b'0{"sid":"abc","upgrades":[],"pingInterval":25000,'
+                           b'"pingTimeout":20000,"maxPayload":65536}', opcode=1)
+              + server_frame(msgpack.packb({"type": 0, "nsp": "/", "data": {"sid": "x"}}))
+              + server_frame(msgpack.packb({"type": 3, "nsp": "/", "id": 1, "data": [
+                  {"events": ["supplier_changed"], "offsets": {"supplier_changed": 3}}]}))
+              + server_frame(b"2", opcode=1)
+              + server_frame(msgpack.packb({"type": 2, "nsp": "/", "data": [
+                  "data_update", {k: v for k, v in data_update(4, sent).items()
+                                  if k != "event"}]})))
+    runs = decode(stream, "--protocol", "socketio", "--decode-state", "open")
+    assert events(runs[0]) == events(runs[1]) == events(runs[2])
+    sent_frames = [e for e in runs[0] if e.get("event") == "sent"]
+    assert msgpack.unpackb(bytes.fromhex(sent_frames[0]["payload"])) == {
+        "type": 0, "nsp": "/", "data": {"token": TOKEN}}
+    assert msgpack.unpackb(bytes.fromhex(sent_frames[1]["payload"])) == {
+        "type": 2, "nsp": "/", "id": 1, "data": ["subscribe", {"events": ["supplier_changed"]}]}
+    assert (sent_frames[2]["opcode"], sent_frames[2]["payload"]) == (1, b"3".hex())
+    kinds = [e.get("kind", e["event"]) for e in events(runs[0]) if e["event"] != "sent"]
+    assert kinds == ["eio_open", "sio_connect", "sio_ack", "ready", "eio_ping", "data_update"]
+    for run in runs:
+        assert (run[-1]["frames"], run[-1]["dataUpdates"], run[-1]["connects"]) == (1, 1, 1)
+        assert 0.25 <= run[-1]["maxLatency"] < 60
+    rejected = decode(server_frame(b'0{"sid":"abc"}', opcode=1) + server_frame(msgpack.packb(
+        {"type": 4, "nsp": "/", "data": {"message": "auth_failed"}})),
+        "--protocol", "socketio", "--decode-state", "open")
+    for run in rejected:
+        assert run[-1]["failed"] == {"connect_error auth_failed": 1}
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("client closed")
+        data += chunk
+    return data
+
+
+def _client_message(sock: socket.socket) -> tuple[int, bytes]:
+    b0, b1 = _read_exact(sock, 2)
+    assert b1 & 0x80, "client frames are masked"
+    n = b1 & 0x7F
+    if n >= 126:
+        n = int.from_bytes(_read_exact(sock, 2 if n == 126 else 8), "big")
+    key = _read_exact(sock, 4)
+    return b0 & 0x0F, bytes(b ^ key[i & 3] for i, b in enumerate(_read_exact(sock, n)))
+
+
+def _fake_sinal(conn: socket.socket, errors: list[BaseException], read: threading.Event) -> None:
+    """Just enough of a Sinal node for one connection: upgrade, connect + subscribe ->
+    subscribed, the client's first heartbeat, one data_update, then a ping whose pong
+    proves the client has read the data_update; then hold until the client leaves."""
+    try:
+        conn.settimeout(30)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += _read_exact(conn, 1)
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
+        assert key is not None and b"Sec-WebSocket-Protocol: sinal.msgpack.v1" in head
+        conn.sendall(upgrade_answer(key.group(1).decode())[:-2]
+                     + b"Sec-WebSocket-Protocol: sinal.msgpack.v1\r\n\r\n")
+        assert msgpack.unpackb(_client_message(conn)[1]) == {"event": "connect", "token": TOKEN}
+        assert msgpack.unpackb(_client_message(conn)[1]) == {
+            "event": "subscribe", "events": ["supplier_changed"], "ref": 1}
+        conn.sendall(server_frame(msgpack.packb({"event": "subscribed", "events": [
+            "supplier_changed"], "offsets": {"supplier_changed": 1}, "ref": 1})))
+        opcode, beat = _client_message(conn)
+        assert opcode == 2 and msgpack.unpackb(beat)["event"] == "heartbeat"
+        conn.sendall(server_frame(msgpack.packb(data_update(2, time.time())))
+                     + server_frame(b"barrier", opcode=9))
+        while _client_message(conn) != (10, b"barrier"):
+            pass  # heartbeats
+        read.set()
+        while conn.recv(4096):
+            pass
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+    finally:
+        read.set()
+        conn.close()
+
+
+def test_loadgen_end_to_end_spreads_source_addresses() -> None:
+    """Six connections from two loadgen processes, two per source address (127.0.0.2-4),
+    through a real handshake, heartbeats, a data frame and a ping, over real sockets."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    peers: list[str] = []
+    errors: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    read = [threading.Event() for _ in range(6)]
+
+    def accept_all() -> None:
+        for i in range(6):
+            conn, address = listener.accept()
+            peers.append(address[0])
+            thread = threading.Thread(target=_fake_sinal, args=(conn, errors, read[i]))
+            thread.start()
+            threads.append(thread)
+
+    acceptor = threading.Thread(target=accept_all)
+    acceptor.start()
+    plan = ClientPlan("sinal", listener.getsockname()[1], 6, TOKEN, ("supplier_changed",),
+                      heartbeat_interval=0.05, phase="A")
+    with CompiledClients(plan, 2, per_address=2) as clients:
+        report = clients.wait_ready(timeout=30)
+        acceptor.join(30)
+        assert all(event.wait(30) for event in read)  # every client read its data frame
+        stats = clients.stats()
+    listener.close()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert report["ready"] == 6 and report["failed"] == {} and report["sourceAddresses"] == 3
+    assert report["connectMs"]["count"] == 6
+    assert Counter(peers) == {"127.0.0.2": 2, "127.0.0.3": 2, "127.0.0.4": 2}
+    assert (stats["ready"], stats["frames"], stats["dataUpdates"]) == (6, 6, 6)
+    assert stats["controlFrames"] == 6 and stats["offsetRegressions"] == 0  # the pings
+    assert stats["heartbeats"] >= 6 and stats["latencyMs"]["max"] < 30_000
+    assert len(clients.procs) == 2 and all(p.returncode == 0 for p in clients.procs)
