@@ -39,7 +39,8 @@ import trio
 
 from sinal.actors.aggregates import join_dashboard
 from sinal.actors.hub import Hub
-from sinal.actors.topic import CatchUp, Joined, Replay, Subscription, Topic
+from sinal.actors.joining import TopicJoining
+from sinal.actors.topic import Subscription
 from sinal.domain.access import AccessError, RowFilter, subscription_filter
 from sinal.domain.aggregates import DashboardPlan, dashboard_plan
 from sinal.domain.audit import AuditEvent
@@ -49,7 +50,6 @@ from sinal.domain.catalogue import (
     METRICS_TOPIC,
     NOTIFICATION_TOPIC,
 )
-from sinal.domain.changes import Change, head_position, read_changes, retained_since
 from sinal.domain.db import DB_SCOPE
 from sinal.domain.principals import AuthError, Principal, SessionStart, release_kept
 from sinal.domain.tokens import Claims, TokenError
@@ -77,8 +77,6 @@ from sinal.websocket.frames import build_frame
 log = logging.getLogger("sinal.connection")
 ws_log = logging.getLogger(WS_LOGGER)
 
-CATCH_UP_PAGE = 1000
-CATCH_UP_ROUNDS = 8
 RATE_WINDOW = 60.0  # seconds: over-budget frames are counted per window
 
 
@@ -110,7 +108,7 @@ Control = Lagged | SilenceTimeout | Expired | Recheck
 CONTROL_INBOX = len(LOG_TOPICS) + 1 + 8
 
 
-class ConnectionActor(Actor[Control]):
+class ConnectionActor(TopicJoining, Actor[Control]):
     kind = "connection"
     # slotted: tens of thousands of these live at once, and a dict per instance of this
     # many attributes costs about 1.5 KB
@@ -481,73 +479,6 @@ class ConnectionActor(Actor[Control]):
                 self.hub.dashboard.leave(sub)
         else:
             self.hub.topics[name].leave(sub)
-
-    async def _subscribe_topic(self, name: str, row_filter: RowFilter | None,
-                               since: int | None) -> None:
-        assert self.principal is not None
-        if row_filter is None:
-            row_filter = subscription_filter(self.principal, name, None)
-        topic = self.hub.topics[name]
-        old = self.subscriptions.pop(name, None)
-        if old is not None:
-            topic.leave(old)
-        if since is not None and since > max(topic.head, self.known_head):
-            # the client knows of a change this node has not read yet: ask the database
-            head = self.known_head = await self.hub.db.run(head_position)
-            if since > head:
-                self._send(Resync(topic=name, offset=topic.head, reason="offset_ahead"))
-                return
-        for _ in range(CATCH_UP_ROUNDS):
-            result = await topic.request_subscription(self, row_filter, since)
-            if result is None:
-                break  # the topic failed while deciding: start over from a resync
-            if isinstance(result, Joined):
-                sub = self.subscriptions[name] = result.subscription
-                if not sub.active:  # lagged before we recorded it: its notice was dropped
-                    self.lagged(sub)
-                return
-            if isinstance(result, Replay):
-                for entry in result.entries:
-                    await self._send_owed(topic, entry.change, entry.frame(self.encoding))
-                since = result.until
-                continue
-            caught_up = await self._catch_up_from_log(name, row_filter, result)
-            if caught_up is None:
-                return  # resync sent
-            since = caught_up
-        self._send(Resync(topic=name, offset=since or 0, reason="catch_up_timeout"))
-
-    async def _send_owed(self, topic: Topic, change: Change, frame: bytes) -> None:
-        """A replayed frame: waits for room in the outbox (flow control, never 'slow')."""
-        await self.ws.send_frame(frame)
-        if topic.on_offered is not None:
-            topic.on_offered(self, change)
-
-    async def _catch_up_from_log(self, name: str, row_filter: RowFilter,
-                                 gap: CatchUp) -> int | None:
-        """Send the topic's changes (since, until] from the table; return `until`."""
-        topic = self.hub.topics[name]
-        after = gap.since
-        while after < gap.until:
-            start = after
-
-            def work(conn: psycopg.Connection[Any], start: int = start
-                     ) -> tuple[int, list[Change]]:
-                return retained_since(conn), read_changes(conn, start, CATCH_UP_PAGE, [name])
-
-            retained, changes = await self.hub.db.run(work)
-            if start < retained:
-                self._send(Resync(topic=name, offset=topic.head, reason="retention"))
-                return None
-            for change in changes:
-                if change.position > gap.until:
-                    return gap.until
-                if row_filter.matches(change.new_row, change.old_row, change.op):
-                    await self._send_owed(topic, change, topic.render(change, self.encoding))
-                after = change.position
-            if len(changes) < CATCH_UP_PAGE:
-                break
-        return gap.until
 
     def _on_unsubscribe(self, message: Unsubscribe) -> None:
         for topic in message.events:

@@ -48,3 +48,11 @@ def test_the_repository_imports_only_the_installed_names() -> None:
                         and words[1].split(".")[0] in PARTS:
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_no_module_of_the_product_is_over_600_lines() -> None:
+    """A module does one thing; past 600 lines it is two."""
+    long = [f"{path.relative_to(ROOT)}: {count}" for part in PARTS
+            for path in (ROOT / part).rglob("*.py")
+            if (count := len(path.read_text().splitlines())) > 600]
+    assert long == []

@@ -36,7 +36,6 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -54,6 +53,7 @@ from sinal.websocket.frames import (
     build_frame,
     build_pong_frame,
 )
+from sinal.websocket.limits import ConnectionClosed, ConnectionLimits
 
 if TYPE_CHECKING:
     from sinal.websocket.handshake import UpgradeRequest
@@ -70,49 +70,6 @@ _MAX_IOV = 64
 #: The outbox of a connection that never queued anything: one shared, always empty deque
 #: (a deque costs about 760 bytes; most connections never need one). Never mutated.
 _NO_QUEUE: deque[bytes | memoryview] = deque()
-
-
-class ConnectionClosed(Exception):
-    """The WebSocket is closed (or closing); ``code`` and ``reason`` say why.
-
-    ``code`` is the close code of whichever side closed first; 1006 means the
-    TCP connection was lost without a close frame.
-    """
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-    def __str__(self) -> str:
-        suffix = f": {self.reason}" if self.reason else ""
-        return f"WebSocket closed with code {self.code}{suffix}"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """Per-connection bounds.
-
-    ``max_message_size``: largest inbound message, in bytes (text: in code
-    points); larger closes with 1009. It is also what a slow-loris peer can
-    make us hold, plus one ``receive_chunk``.
-    ``outbox_limit``: bytes queued for the writer before ``offer`` refuses and
-    the connection turns slow. The outbox never holds more than this plus one
-    frame. ``close_timeout``: how long closing waits for the outbox to flush
-    and for the peer's close frame before dropping the TCP connection.
-    """
-
-    max_message_size: int = 1 << 20
-    outbox_limit: int = 1 << 20
-    receive_chunk: int = 64 * 1024
-    close_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_message_size", "outbox_limit", "receive_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ConnectionLimits.{name} must be positive")
-        if self.close_timeout < 0:
-            raise ValueError("ConnectionLimits.close_timeout must not be negative")
 
 
 _OPEN = "open"
