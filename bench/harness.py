@@ -147,7 +147,9 @@ class ProcessMeter:
     """CPU seconds and RSS of one process (with its threads), sampled in a thread.
 
     `mark()` starts a window; `window()` returns CPU% (100 = one core) and the peak RSS
-    seen since the mark. Children are included (the Sinal CLI has none; Node none).
+    seen since the mark. Live child processes are included (the workers of
+    `sinal serve --workers N`), and so are reaped ones (a worker that was restarted):
+    CPU and RSS are the sums over the process and its descendants.
     """
 
     pid: int
@@ -165,20 +167,34 @@ class ProcessMeter:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
-    def cpu_seconds(self) -> float:
+    def _tree(self) -> list[psutil.Process]:
         assert self._proc is not None
         try:
-            times = self._proc.cpu_times()
+            return [self._proc, *self._proc.children(recursive=True)]
         except psutil.Error:
-            return self._cpu0
-        return float(times.user + times.system + times.children_user + times.children_system)
+            return [self._proc]
+
+    def cpu_seconds(self) -> float:
+        total, alive = 0.0, False
+        for i, proc in enumerate(self._tree()):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            alive = alive or i == 0
+            total += times.user + times.system
+            if i == 0:  # reaped children (a restarted worker) count once, at the root
+                total += times.children_user + times.children_system
+        return float(total) if alive else self._cpu0
 
     def rss(self) -> int:
-        assert self._proc is not None
-        try:
-            return int(self._proc.memory_info().rss)
-        except psutil.Error:
-            return 0
+        total = 0
+        for proc in self._tree():
+            try:
+                total += int(proc.memory_info().rss)
+            except psutil.Error:
+                continue
+        return total
 
     def mark(self) -> None:
         self._t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ def measure_workers(count: int, options: RestOptions, requests: int) -> dict[str
             seen: set[str] = set()
             deadline = time.monotonic() + 60
             while len(seen) < count and time.monotonic() < deadline:
-                seen.add(server.get_json("/health/ready").get("node", ""))
+                try:
+                    seen.add(server.get_json("/health/ready").get("node", ""))
+                except urllib.error.HTTPError as exc:  # 503: that worker is still starting
+                    if exc.code != 503:
+                        raise
+                    time.sleep(0.1)
             probe = wire_get(server.http_port, PATH, auth)
             assert probe.status == 200, probe.status
             etag = probe.headers["etag"]
