@@ -38,8 +38,9 @@ def register_ops(api: ApiContext) -> None:
     async def ready() -> Response:
         serving, listening = realtime.ready(), realtime.listening()
         ok = serving and listening
-        body = {"status": "ready" if ok else "starting" if not serving
-                else "database_unavailable", "node": node_id, "listening": listening}
+        status = ("ready" if ok else "draining" if realtime.draining()
+                  else "starting" if not serving else "database_unavailable")
+        body = {"status": status, "node": node_id, "listening": listening}
         return api.json(body, 200 if ok else 503)
 
     @app.get("/health/realtime")

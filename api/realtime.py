@@ -44,6 +44,10 @@ class RealtimeView(TopicPositions, Protocol):
         """The node serves (its supervisor tree has started)."""
         ...
 
+    def draining(self) -> bool:
+        """A graceful stop has begun (SIGTERM): readiness is false until the node stops."""
+        ...
+
     def listening(self) -> bool:
         """The listener holds its connection to PostgreSQL (LISTEN)."""
         ...

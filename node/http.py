@@ -93,6 +93,9 @@ class NodeRealtime:
     def ready(self) -> bool:
         return self.node.ready.is_set() and not self.node.draining
 
+    def draining(self) -> bool:
+        return self.node.draining
+
     def listening(self) -> bool:
         listener = self.node.listener
         return listener is not None and listener.listen_conn is not None

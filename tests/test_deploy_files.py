@@ -225,6 +225,12 @@ def test_compose_app_environment_and_dependencies(compose_config: dict[str, Any]
     assert re.fullmatch(r"postgresql://sinal:[^@]+@postgres:5432/gestao_compras", database_url)
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert (env["HTTP_PORT"], env["WEBSOCKET_PORT"]) == ("3000", "3001")
+    # the nodes believe nginx's X-Forwarded-For (compose's private networks), and the
+    # setting is one the node accepts
+    from sinal.node.config import load_config
+    config = load_config({"TRUSTED_PROXIES": env["TRUSTED_PROXIES"]}, env_file=None)
+    proxies = config.trusted_proxies
+    assert "172.16.0.0/12" in env["TRUSTED_PROXIES"] and proxies
 
     assert services["app"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"},

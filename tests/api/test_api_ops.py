@@ -17,9 +17,22 @@ async def test_liveness_and_readiness(api: Api) -> None:
     assert api.node.listener is not None
     conn, api.node.listener.listen_conn = api.node.listener.listen_conn, None
     try:
-        assert (await api.get("/health/ready", None)).status_code == 503
+        lost = await api.get("/health/ready", None)
+        assert lost.status_code == 503 and lost.json()["status"] == "database_unavailable"
     finally:
         api.node.listener.listen_conn = conn
+
+
+async def test_readiness_says_draining_once_a_graceful_stop_begins(api: Api) -> None:
+    api.node.draining = True  # what Node.drain() sets first on SIGTERM
+    try:
+        ready = await api.get("/health/ready", None)
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "draining", "node": api.node.node_id,
+                                "listening": True}
+    finally:
+        api.node.draining = False
+    assert (await api.get("/health/ready", None)).json()["status"] == "ready"
 
 
 async def test_health_realtime_follows_the_seed_thresholds(api: Api) -> None:
