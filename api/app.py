@@ -44,6 +44,7 @@ from werkzeug.exceptions import HTTPException
 
 from sinal.api.audit_routes import register_audit
 from sinal.api.auth import bearer_claims
+from sinal.api.broadcast_routes import register_broadcasts
 from sinal.api.context import ApiContext
 from sinal.api.dashboard_routes import register_dashboard
 from sinal.api.fast_reads import FastReads
@@ -275,6 +276,7 @@ def create_app(settings: ApiSettings, db: Database, authenticator: Authenticator
     register_history(api)
     app.asgi_app = FastReads(api, app.asgi_app)  # type: ignore[method-assign]
     register_audit(api)
+    register_broadcasts(api)
     # FastReads answers only body-less GETs of lists and passes anything else on: the
     # guard behind it sees every request it does not answer
     app.asgi_app = FastReads(  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sinal.api.broadcast_routes import BROADCAST_BODY
 from sinal.api.dashboard_routes import OPENAPI_PATHS as DASHBOARD_PATHS
 from sinal.api.history_routes import OPENAPI_PATHS as HISTORY_PATHS
 from sinal.api.preferences import PREFERENCES
@@ -275,6 +276,21 @@ def openapi_document() -> dict[str, Any]:
                                         "nextCursor": {"type": ["string", "null"]},
                                         "timestamp": {"type": "string"}}}),
                       **_errors(400, 401, 403, 429, 503)}}}
+    paths["/api/admin/broadcasts"] = {"post": {
+        "operationId": "post_broadcast", "tags": ["operations"],
+        "summary": "a message to every connected user of the cluster (admins)",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": body_schema(BROADCAST_BODY)}}},
+        "responses": {"202": _json({"type": "object", "required": ["id", "scope"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "level": {"type": "string"},
+                                        "timestamp": {"type": "string"},
+                                        "scope": {"type": "string",
+                                                  "enum": ["cluster", "node"]},
+                                        "processes": {"type": "integer"},
+                                        "sockets": {"type": "integer"}}}, "Accepted"),
+                      **_errors(400, 401, 403, 413, 415, 422, 429)}}}
     schemas["AuditRow"] = {"type": "object", "properties": {
         "id": {"type": "integer"}, "table_name": {"type": "string"},
         "record_id": {"type": "string"}, "action": {"type": "string"},

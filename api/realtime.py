@@ -44,6 +44,13 @@ class RealtimeView(TopicPositions, Protocol):
         """The node serves (its supervisor tree has started)."""
         ...
 
+    async def broadcast(self, message: str, level: str, roles: frozenset[str] | None
+                        ) -> dict[str, Any]:
+        """Send an administrator's broadcast to every connected user of the cluster (of
+        `roles`, when given): `{id, level, timestamp, scope, processes, sockets}`, scope
+        "cluster" (over Redis) or "node" (this process only)."""
+        ...
+
     def draining(self) -> bool:
         """A graceful stop has begun (SIGTERM): readiness is false until the node stops."""
         ...

@@ -36,6 +36,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from sinal.protocol import (
+    Broadcast,
     Connect,
     DataUpdate,
     Encoding,
@@ -91,6 +92,7 @@ class SinalClient:
     cache: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
+    broadcasts: list[Broadcast] = field(default_factory=list)  # administrators' messages
     connected: bool = False
     connects: int = 0
     refetches: int = 0
@@ -255,6 +257,9 @@ class SinalClient:
                 await self._subscribe(ws, [message.topic])
             elif isinstance(message, Notification):
                 self.notifications.append(message)
+                self._changed.unpark_all()
+            elif isinstance(message, Broadcast):
+                self.broadcasts.append(message)
                 self._changed.unpark_all()
             elif isinstance(message, ErrorMessage):
                 if message.code in ("forbidden", "unknown_topic", "invalid_filter"):

@@ -31,6 +31,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sinal.actors.bus import BroadcastResult, broadcast_message
 from sinal.actors.listener import CatchUpNow
 from sinal.api.http_rules import allowed_origins, dump_json
 from sinal.api.problems import PROBLEM_CONTENT_TYPE, problem_body
@@ -95,6 +96,17 @@ class NodeRealtime:
 
     def draining(self) -> bool:
         return self.node.draining
+
+    async def broadcast(self, message: str, level: str, roles: frozenset[str] | None
+                        ) -> dict[str, Any]:
+        sent = broadcast_message(message, level)
+        if self.node.bus is not None:
+            result = await self.node.bus.broadcast(sent, roles)
+        else:
+            result = BroadcastResult(sent, "node", 1, self._hub.broadcast(sent, roles))
+        return {"id": sent.id, "level": sent.level, "timestamp": sent.timestamp,
+                "scope": result.scope, "processes": result.processes,
+                "sockets": result.sockets}
 
     def listening(self) -> bool:
         listener = self.node.listener

@@ -16,7 +16,8 @@
         │   ├── delivery_watch        orders past their expected date become late
         │   ├── housekeeping          retention of the tables that only grow
         │   ├── metrics_service       performance_metrics rows and alerts (if enabled)
-        │   └── cluster_presence      (with Redis) this node in the cluster registry
+        │   ├── cluster_presence      (with Redis) this node in the cluster registry
+        │   └── cluster_bus           (with Redis) broadcasts and revocations, pub/sub
         ├── websocket             the WebSocket endpoint, :WEBSOCKET_PORT/ws
         └── connections (pool)    one ConnectionActor per socket, MAX_CONCURRENT_CONNECTIONS
 
@@ -46,6 +47,7 @@ import trio
 
 from sinal.actors.aggregates import AggregatesActor
 from sinal.actors.audit import AuditWriter
+from sinal.actors.bus import ClusterBus
 from sinal.actors.cluster import ClusterPresence
 from sinal.actors.delivery_watch import DeliveryWatch
 from sinal.actors.housekeeping import Housekeeping
@@ -194,6 +196,7 @@ class Node:
     delivery_watch: DeliveryWatch | None = None
     housekeeping: Housekeeping | None = None
     cluster: ClusterPresence | None = None
+    bus: ClusterBus | None = None
     cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
     clock: Callable[[], datetime] = utc_now  # the dashboard's day (tests inject theirs)
@@ -230,7 +233,7 @@ class Node:
         limiters = [x for x in (self.rest_limiter, self.ws_limiter) if x is not None]
         if any(limiter.degraded for limiter in limiters):
             return "degraded"
-        if self.cluster is not None and not self.cluster.healthy:
+        if any(part is not None and not part.healthy for part in (self.cluster, self.bus)):
             return "degraded"
         return "ok"
 
@@ -310,6 +313,9 @@ class Node:
                 describe=lambda: {"http": self.http_url, "websocket": self.websocket_url,
                                   "pid": os.getpid(),
                                   "position": self.listener.position if self.listener else 0})
+            self.bus = ClusterBus(hub, redis_url, prefix=config.sinal_redis_prefix,
+                                  on_revoke=guard.revoke_early)
+            guard.announce = self.bus.announce_revoke
         self.pool = connection_pool(hub)
         self.websocket = WebSocketServer(hub, self.pool, host=config.sinal_host,
                                          port=config.websocket_port, limits=self.ws_limits,
@@ -333,9 +339,8 @@ class Node:
                 ChildSpec.of(self.delivery_watch),
                 ChildSpec.of(self.housekeeping),
                 *self._metrics_service_spec(),
-                *([ChildSpec(name=self.cluster.name, kind=self.cluster.kind,
-                             start=start_degraded(self.cluster.run))]
-                  if self.cluster else []),
+                *[ChildSpec(name=part.name, kind=part.kind, start=start_degraded(part.run))
+                  for part in (self.cluster, self.bus) if part is not None],
             ],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=1000, period=60,
                             backoff_base=0.2, backoff_cap=5.0),

@@ -17,10 +17,13 @@ from sinal.protocol.codec import (
 )
 from sinal.protocol.errors import CLOSE_CODES, ERRORS, ErrorCode, ErrorSpec, ProtocolError, Ref
 from sinal.protocol.messages import (
+    BROADCAST_LEVELS,
+    BROADCAST_MAX_CHARS,
     CLIENT_MESSAGE_TYPES,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     SERVER_MESSAGE_TYPES,
+    Broadcast,
     ClientMessage,
     Connect,
     DashboardSnapshot,
@@ -52,6 +55,8 @@ from sinal.protocol.session import (
 from sinal.protocol.stream import Decoder, StreamDecodeError
 
 __all__ = [
+    "BROADCAST_LEVELS",
+    "BROADCAST_MAX_CHARS",
     "CLIENT_MESSAGE_TYPES",
     "CLOSE_CODES",
     "DEFAULT_LIMITS",
@@ -60,6 +65,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_FRAME_LIMITS",
     "SERVER_MESSAGE_TYPES",
+    "Broadcast",
     "ClientMessage",
     "CloseConnection",
     "Connect",

@@ -19,12 +19,15 @@ from sinal.protocol import fields as f
 from sinal.protocol.errors import ErrorCode, ProtocolError, Ref
 
 __all__ = [
+    "BROADCAST_LEVELS",
+    "BROADCAST_MAX_CHARS",
     "CLIENT_MESSAGE_TYPES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGE_TYPES",
     "TAGS",
     "WIRE_FIELDS",
+    "Broadcast",
     "ClientMessage",
     "Connect",
     "DashboardSnapshot",
@@ -200,6 +203,18 @@ class DashboardUpdate(ServerMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class Broadcast(ServerMessage):
+    """An administrator's message to every connected user (or to some roles), on every
+    node of the cluster. ``level`` is info, warning or critical. Not kept: a user who is
+    not connected when it is sent does not get it later."""
+
+    id: str
+    message: str
+    level: str
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
 class Error(ServerMessage):
     """An error report; ``code`` is one of ``protocol.errors.ErrorCode``."""
 
@@ -233,6 +248,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = MappingProxyType(
         "metrics": Metrics,
         "dashboard_snapshot": DashboardSnapshot,
         "dashboard_update": DashboardUpdate,
+        "broadcast": Broadcast,
         "error": Error,
         "resync": Resync,
     }
@@ -267,6 +283,8 @@ def _w(attr: str, key: str, check: f.Checker, optional: bool = False) -> WireFie
     return WireField(attr, key, check, optional)
 
 
+BROADCAST_LEVELS = ("info", "warning", "critical")
+BROADCAST_MAX_CHARS = 2000
 _REF = _w("ref", "ref", f.ref, optional=True)
 _NAME = f.text(max_chars=256)
 _OFFSET = f.integer(minimum=0)
@@ -337,6 +355,12 @@ WIRE_FIELDS: Mapping[type[Message], tuple[WireField, ...]] = MappingProxyType(
             _w("offset", "offset", _OFFSET),
             _w("today", "today", _DATE_TEXT),
             _w("aggregates", "aggregates", f.any_map),
+        ),
+        Broadcast: (
+            _w("id", "id", _NAME),
+            _w("message", "message", f.text(max_chars=BROADCAST_MAX_CHARS)),
+            _w("level", "level", f.one_of(*BROADCAST_LEVELS)),
+            _w("timestamp", "timestamp", _TIMESTAMP_TEXT),
         ),
         Error: (
             _w("code", "code", _NAME),

@@ -19,6 +19,7 @@
  *   welcome       {welcome}                    a socket session opened
  *   notification  {notification}               a notification for the user (de-duplicated)
  *   metrics       {metrics}                    a `metrics` message (admins)
+ *   broadcast     {broadcast}                  an administrator's message to everyone (not kept)
  *   servererror   {code, message, ref}         an `error` frame that did not end the session
  *   fatal         {error}                      the server refused us for good (bad token...)
  */
@@ -395,6 +396,9 @@ export class SinalClient extends EventTarget {
       }
       case 'metrics':
         this.#emit('metrics', { metrics: message });
+        break;
+      case 'broadcast':
+        this.#emit('broadcast', { broadcast: message });
         break;
       case 'resync': {
         const topic = message.topic;

@@ -81,7 +81,7 @@ async def test_schema_driven_fuzz_finds_no_server_error(api: Api) -> None:
     def run() -> None:
         with httpx.Client(base_url=url, timeout=20) as client:
 
-            @settings(max_examples=400, deadline=None, database=None,
+            @settings(max_examples=500, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(case=cases)
             def no_server_error(case: Any) -> None:

@@ -26,6 +26,7 @@ from sinal.domain.changes import read_changes, sequence_changes
 from sinal.node.config import SETTINGS
 from sinal.node.embedded import free_port
 from sinal.protocol import (
+    Broadcast,
     Connect,
     DataUpdate,
     Encoding,
@@ -159,6 +160,7 @@ class ResumingClient:
     offsets: list[int] = field(default_factory=list)
     sessions: int = 0
     shutdowns: int = 0
+    broadcasts: list[str] = field(default_factory=list)  # ids of `broadcast` frames
 
     @property
     def last(self) -> int:
@@ -204,6 +206,8 @@ class ResumingClient:
                     elif isinstance(message, Error):
                         if message.code == "server_shutdown":
                             self.shutdowns += 1
+                    elif isinstance(message, Broadcast):
+                        self.broadcasts.append(message.id)
                     elif not isinstance(message, Welcome | Subscribed | Heartbeat):
                         pass
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -166,6 +167,20 @@ async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str,
                 await writers.wait_written(90)  # serving meanwhile
                 await trio.to_thread.run_sync(redis_server.start)
                 await poll_until(lambda: health_of(cluster) == "ok", every=0.2)
+                # both nodes' buses are back on their own: a broadcast sent through nginx
+                # reaches both processes and every socket
+                sent: list[dict[str, Any]] = []
+
+                def broadcast_reaches_both() -> bool:
+                    answer = httpx.post(cluster.http_url + "/api/admin/broadcasts",
+                                        json={"message": "Redis is back"}, timeout=10,
+                                        headers={"Authorization": f"Bearer {token}"})
+                    assert answer.status_code == 202, answer.text
+                    sent.append(answer.json())
+                    return bool(answer.json()["processes"] == len(cluster.members))
+
+                await poll_until(broadcast_reaches_both, every=0.2)
+                await poll_until(lambda: all(sent[-1]["id"] in c.broadcasts for c in clients))
             elif fault == "postgres":
                 assert postgres is not None
                 await trio.to_thread.run_sync(postgres.restart)

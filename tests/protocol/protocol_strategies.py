@@ -7,6 +7,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from sinal.protocol import (
+    BROADCAST_LEVELS,
+    Broadcast,
     Connect,
     DashboardSnapshot,
     DashboardUpdate,
@@ -120,6 +122,8 @@ SERVER_MESSAGES: dict[type, st.SearchStrategy[Any]] = {
     DashboardUpdate: st.builds(DashboardUpdate, offset=OFFSETS, today=texts(1, 10),
                                aggregates=JSON_MAPS),
     Heartbeat: HEARTBEATS,
+    Broadcast: st.builds(Broadcast, id=NAMES, message=texts(1, 60),
+                         level=st.sampled_from(BROADCAST_LEVELS), timestamp=TIMESTAMPS),
     Error: st.builds(Error, code=NAMES, message=texts(), ref=REFS),
     Resync: st.builds(Resync, topic=TOPICS, offset=OFFSETS, reason=NAMES),
 }

@@ -306,6 +306,12 @@ export async function startPage(spec) {
   followConnection(client);
   const center = new NotificationCenter(
     /** @type {HTMLElement} */ (document.getElementById('notification-center')), client, session);
+  // An administrator's broadcast (POST /api/admin/broadcasts): a banner, not a notification;
+  // warnings and critical ones stay until dismissed.
+  client.on('broadcast', ({ broadcast }) => {
+    toast(`Aviso da administração: ${broadcast.message}`,
+      broadcast.level === 'info' ? 'info' : 'error');
+  });
   client.on('fatal', ({ error }) => {
     const expired = error.status === 401 || error.code === 'token_expired'
       || error.code === 'auth_failed';

@@ -61,7 +61,7 @@ function view(client) {
 /** Resolve once condition() holds: checked on every client event, and every 20 ms. */
 function waitFor(client, condition, what, timeout = 15000) {
   return new Promise((resolve, reject) => {
-    const events = ['change', 'reset', 'state', 'notification', 'topic', 'welcome'];
+    const events = ['change', 'reset', 'state', 'notification', 'topic', 'welcome', 'broadcast'];
     const finish = (error) => {
       clearTimeout(timer);
       clearInterval(ticker);
@@ -319,6 +319,23 @@ test('views, optional topics and notifications', async () => {
     assert.equal(new Set(ids).size, ids.length, 'no notification twice');
   } finally {
     approver.stop();
+  }
+});
+
+test("an administrator's broadcast arrives as a `broadcast` event", async () => {
+  const buyer = client({ token: TOKENS.buyer });
+  const got = [];
+  buyer.on('broadcast', ({ broadcast }) => got.push(broadcast));
+  try {
+    await buyer.start();
+    await waitFor(buyer, () => buyer.state === 'live', 'live');
+    const sent = await api('admin', 'POST', '/api/admin/broadcasts',
+      { message: 'Sistema em manutenção às 22h', level: 'warning', roles: ['buyer'] });
+    await waitFor(buyer, () => got.length === 1, 'the broadcast');
+    assert.deepEqual(got[0], { event: 'broadcast', id: sent.id, level: 'warning',
+      message: 'Sistema em manutenção às 22h', timestamp: sent.timestamp });
+  } finally {
+    buyer.stop();
   }
 });
 
