@@ -1,13 +1,13 @@
 """The opening handshake of a server-side WebSocket, on a Trio stream.
 
-:func:`accept_websocket` parses the HTTP Upgrade request with h11 and lets
-wsproto validate and answer it. A subprotocol chooser (by default
+:func:`accept_websocket` reads the HTTP Upgrade request and checks it in one pass
+(:mod:`sinal.websocket.upgrade`). A subprotocol chooser (by default
 :func:`default_subprotocol_chooser`) and an ``admit`` hook run before the
 ``101``; either may raise :class:`Refuse` to answer with an HTTP status instead.
 What the client asked for is an :class:`UpgradeRequest`; a handshake that does
 not complete closes the stream and raises :class:`HandshakeError`. A handshake
 that succeeds returns a :class:`~sinal.websocket.connection.WebSocketConnection`
-whose writer is not yet running.
+whose writer is not yet running (wsproto takes over the open connection).
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import h11
 import trio
-import wsproto
-from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, Request
-from wsproto.utilities import RemoteProtocolError
+from wsproto.connection import Connection, ConnectionType
 
 from sinal.websocket.connection import ConnectionLimits, WebSocketConnection
+from sinal.websocket.errors import HandshakeError, Refuse
+from sinal.websocket.upgrade import accept_response, find_head_end, parse_upgrade
 
 __all__ = [
     "Admit",
@@ -35,35 +33,6 @@ __all__ = [
     "accept_websocket",
     "default_subprotocol_chooser",
 ]
-
-
-class Refuse(Exception):
-    """Raised by a subprotocol chooser or an ``admit`` hook to refuse the upgrade.
-
-    The client gets an HTTP response with ``status`` (503 when the connection
-    pool is full, 401/403 for a bad token, ...) and ``reason`` as a short body.
-    """
-
-    def __init__(
-        self, status: int, reason: str = "", headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = tuple(headers)
-
-
-class HandshakeError(Exception):
-    """The opening handshake did not complete; the stream has been closed.
-
-    ``status`` is the HTTP status sent to the client, or ``None`` when nothing
-    was sent (timeout, peer gone).
-    """
-
-    def __init__(self, status: int | None, reason: str) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,27 +98,23 @@ def _remote_of(stream: trio.abc.Stream) -> str | None:
     return None
 
 
-async def _read_request_head(
-    stream: trio.abc.Stream, parser: h11.Connection, max_bytes: int
-) -> h11.Request | None:
-    """Read until h11 has the request head; ``None`` if the peer went away.
-
-    h11 refuses (431) a buffer over ``max_bytes`` without a complete head; a
-    complete head that arrived in one piece is measured here.
-    """
-    received = 0
+async def _read_request_head(stream: trio.abc.Stream, max_bytes: int) -> tuple[bytes, bytes]:
+    """Read until the request head is complete: (head, what followed it). Refuses (431) a
+    head longer than ``max_bytes``; raises HandshakeError if the peer goes away first."""
+    buffer = bytearray()
     while True:
-        event = parser.next_event()
-        if isinstance(event, h11.Request):
-            if received - len(parser.trailing_data[0]) > max_bytes:
+        searched = len(buffer)
+        data = await stream.receive_some(max_bytes + 1)
+        if not data:
+            raise HandshakeError(None, "peer closed before sending a request")
+        buffer += data
+        end = find_head_end(buffer, searched)
+        if end >= 0:
+            if end > max_bytes:
                 raise Refuse(431, "request header too large")
-            return event
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(max_bytes + 1)
-            received += len(data)
-            parser.receive_data(bytes(data))  # b"" marks the end of input
-            continue
-        return None  # ConnectionClosed (or anything else before a request)
+            return bytes(buffer[:end]), bytes(buffer[end:])
+        if len(buffer) > max_bytes:
+            raise Refuse(431, "request header too large")
 
 
 def default_subprotocol_chooser(supported: Sequence[str]) -> SubprotocolChooser:
@@ -177,47 +142,16 @@ async def _handshake(
     max_handshake_bytes: int,
     limits: ConnectionLimits,
 ) -> WebSocketConnection:
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_handshake_bytes)
-    try:
-        head = await _read_request_head(stream, parser, max_handshake_bytes)
-        if head is None:
-            raise HandshakeError(None, "peer closed before sending a request")
-        if head.method != b"GET":
-            raise Refuse(405, "a WebSocket upgrade must be a GET", [("Allow", "GET")])
-        if head.http_version != b"1.1":
-            raise Refuse(400, "a WebSocket upgrade needs HTTP/1.1")
-        # h11's Headers is a Sequence without __iter__ of its own: iterated item by item
-        # through __getitem__, it is a large part of a handshake's cost. Once, then.
-        raw_headers = list(head.headers)
-        for name, value in raw_headers:
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                raise Refuse(400, "an upgrade request has no body")
-        trailing = parser.trailing_data[0]
-        handshake = wsproto.WSConnection(ConnectionType.SERVER)
-        handshake.initiate_upgrade_connection(raw_headers, head.target)
-        offer = next(handshake.events())
-        assert isinstance(offer, Request)
-    except h11.RemoteProtocolError as exc:
-        raise Refuse(exc.error_status_hint, f"bad request: {exc}") from None
-    except (h11.LocalProtocolError, UnicodeError) as exc:
-        raise Refuse(400, f"bad request: {exc}") from None
-    except RemoteProtocolError as exc:
-        hint = exc.event_hint
-        status = getattr(hint, "status_code", 400)
-        hint_headers = getattr(hint, "headers", [])
-        extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hint_headers]
-        raise Refuse(status, f"bad upgrade request: {exc}", extra) from None
-
-    target = head.target.decode("latin-1")
-    parts = urlsplit(target)
+    head, trailing = await _read_request_head(stream, max_handshake_bytes)
+    upgrade = parse_upgrade(head)
+    parts = urlsplit(upgrade.target)
     request = UpgradeRequest(
-        target=target,
+        target=upgrade.target,
         path=unquote(parts.path),
         query=tuple(parse_qsl(parts.query, keep_blank_values=True)),
-        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers),
-        # an empty header (or an empty item in it) offers nothing
-        subprotocols=tuple(name for name in offer.subprotocols if name),
-        host=offer.host,
+        headers=upgrade.headers,
+        subprotocols=upgrade.subprotocols,
+        host=upgrade.host,
         remote=_remote_of(stream),
     )
     subprotocol = choose(request)
@@ -225,12 +159,10 @@ async def _handshake(
         raise ValueError(f"chosen subprotocol {subprotocol!r} was not offered")
     if admit is not None:
         await admit(request)
-    await stream.send_all(handshake.send(AcceptConnection(subprotocol=subprotocol)))
-    protocol = handshake.connection
-    assert protocol is not None
+    await stream.send_all(accept_response(upgrade.key, subprotocol))
     return WebSocketConnection(
-        stream, request, subprotocol=subprotocol, limits=limits, protocol=protocol,
-        received=trailing,
+        stream, request, subprotocol=subprotocol, limits=limits,
+        protocol=Connection(ConnectionType.SERVER), received=trailing,
     )
 
 
