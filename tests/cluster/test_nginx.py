@@ -1,11 +1,13 @@
 """Two nodes behind the real nginx, with the repository's nginx.conf rendered for local
 ports (node/localcluster.py) and Redis: REST and the WebSocket upgrade through nginx,
-X-Forwarded-For believed only from the trusted proxy, and faults with concurrent SQL
-writers and clients that reconnect and resume (nothing missing, nothing twice, in order,
-every client at the head at the end)."""
+X-Forwarded-For believed only from the trusted proxy, and faults (kill -9 of a node, its
+SIGTERM, a rolling restart, kill -9 of one worker of `--workers 2`, Redis and PostgreSQL
+restarted) with concurrent SQL writers and clients that reconnect and resume (nothing
+missing, nothing twice, in order, every client at the head at the end)."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ import redis
 import trio
 
 from sinal.node.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from sinal.node.localcluster import LocalCluster, render_nginx_conf
+from sinal.node.localcluster import LocalCluster, NodeProcess, render_nginx_conf
 from sinal.node.migrate import apply_migrations
 from tests.cluster.process_support import (
     GUARD,
@@ -75,15 +77,49 @@ async def wait_ready(cluster: LocalCluster, nodes: set[str]) -> None:
             await trio.sleep(0.05)
 
 
+def worker_pids(member: NodeProcess) -> list[int]:
+    import psutil
+
+    assert member.process is not None
+    return sorted(child.pid for child in psutil.Process(member.process.pid).children())
+
+
+async def every_worker_ready(member: NodeProcess, workers: int) -> None:
+    """Until each of the node's workers answered /health/ready on its own port (a new
+    connection each time: SO_REUSEPORT hands it to any worker)."""
+    want = {f"{member.node_id}-w{i}" for i in range(workers)}
+    seen: set[str] = set()
+    url = f"http://127.0.0.1:{member.http_port}"
+
+    def ask() -> None:
+        try:
+            response = httpx.get(url + "/health/ready", timeout=5,
+                                 headers={"Connection": "close"})
+        except httpx.HTTPError:
+            return
+        if response.status_code == 200:
+            seen.add(response.json()["node"])
+
+    with trio.fail_after(GUARD):
+        while not want <= seen:
+            await trio.to_thread.run_sync(ask)
+            await trio.sleep(0 if want <= seen else 0.02)
+
+
 @asynccontextmanager
-async def nginx_cluster(db_url: str, redis_url: str, redis_prefix: str,
+async def nginx_cluster(db_url: str, redis_url: str, redis_prefix: str, workers: int = 1,
                         **settings: str) -> AsyncIterator[LocalCluster]:
     env = clean_env(DATABASE_URL=db_url, REDIS_URL=redis_url,
                     SINAL_REDIS_PREFIX=redis_prefix, **settings)
-    cluster = LocalCluster(env, nodes=2)
+    cluster = LocalCluster(env, nodes=2,
+                           serve_args=("--workers", str(workers)) if workers > 1 else ())
     try:
         await cluster.start()
-        await wait_ready(cluster, {"local-n0", "local-n1"})
+        if workers > 1:
+            for member in cluster.members:
+                await every_worker_ready(member, workers)
+        else:
+            await wait_ready(cluster, {"local-n0", "local-n1"})
         yield cluster
     finally:
         await cluster.stop()
@@ -137,7 +173,8 @@ async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str,
                     redis_server: EmbeddedRedis | None = None,
                     postgres: EmbeddedPostgres | None = None) -> None:
     users = users_of(db_url)
-    async with nginx_cluster(db_url, redis_url, redis_prefix,
+    workers = 2 if fault == "worker" else 1
+    async with nginx_cluster(db_url, redis_url, redis_prefix, workers=workers,
                              SINAL_DRAIN_TIMEOUT="200") as cluster:
         start = await trio.to_thread.run_sync(log_head, db_url)
         token = token_for(users["admin@sinal.dev"])
@@ -181,12 +218,23 @@ async def run_fault(db_url: str, redis_url: str, redis_prefix: str, fault: str,
 
                 await poll_until(broadcast_reaches_both, every=0.2)
                 await poll_until(lambda: all(sent[-1]["id"] in c.broadcasts for c in clients))
+            elif fault == "worker":  # one worker of node 0's two, killed with -9
+                member = cluster.members[0]
+                before = worker_pids(member)
+                assert len(before) == 2
+                os.kill(before[0], signal.SIGKILL)
+                # its parent starts a new one in its place, which serves again
+                await poll_until(lambda: len(after := worker_pids(member)) == 2
+                                 and before[0] not in after, every=0.05)
+                await every_worker_ready(member, 2)
             elif fault == "postgres":
                 assert postgres is not None
                 await trio.to_thread.run_sync(postgres.restart)
             await writers.wait_written(180)
             await check_every_client(clients, db_url, start, done)
-        if fault in ("redis", "postgres"):  # no node stopped: every socket stayed open
+        if fault == "worker":  # whoever was on the victim reconnected; nobody else did
+            assert sum(c.sessions for c in clients) >= len(clients)
+        elif fault in ("redis", "postgres"):  # no node stopped: every socket stayed open
             assert [c.sessions for c in clients] == [1] * len(clients)
         else:
             assert sum(c.sessions for c in clients) > len(clients)  # some had to reconnect
@@ -205,6 +253,11 @@ async def test_sigterm_one_node_drains(db_url: str, redis_url: str, redis_prefix
 async def test_rolling_restart_of_every_node(
         db_url: str, redis_url: str, redis_prefix: str) -> None:
     await run_fault(db_url, redis_url, redis_prefix, "rolling")
+
+
+async def test_one_worker_of_two_killed_behind_nginx(
+        db_url: str, redis_url: str, redis_prefix: str) -> None:
+    await run_fault(db_url, redis_url, redis_prefix, "worker")
 
 
 async def test_redis_killed_and_restarted(db_url: str) -> None:
