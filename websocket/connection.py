@@ -54,6 +54,7 @@ from sinal.websocket.frames import (
     build_pong_frame,
 )
 from sinal.websocket.limits import ConnectionClosed, ConnectionLimits
+from sinal.websocket.rawstream import RawSocketStream
 
 if TYPE_CHECKING:
     from sinal.websocket.handshake import UpgradeRequest
@@ -78,12 +79,15 @@ _CLOSED = "closed"
 
 
 def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The stdlib socket under a ``trio.SocketStream`` (already non-blocking).
+    """The stdlib socket under a ``RawSocketStream`` or a ``trio.SocketStream`` (already
+    non-blocking).
 
     Trio keeps it as ``SocketStream.socket._sock`` (trio/_socket.py); any other
     stream, or a trio without that attribute, gets ``None`` and the connection
     then writes everything through its writer task.
     """
+    if isinstance(stream, RawSocketStream):
+        return stream.socket
     if isinstance(stream, trio.SocketStream):
         raw = getattr(stream.socket, "_sock", None)
         if isinstance(raw, socket.socket) and raw.gettimeout() == 0.0:

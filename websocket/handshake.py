@@ -22,6 +22,7 @@ from wsproto.connection import Connection, ConnectionType
 
 from sinal.websocket.connection import ConnectionLimits, WebSocketConnection
 from sinal.websocket.errors import HandshakeError, Refuse
+from sinal.websocket.rawstream import RawSocketStream
 from sinal.websocket.upgrade import accept_response, find_head_end, parse_upgrade
 
 __all__ = [
@@ -87,7 +88,7 @@ def _http_response(status: int, reason: str, headers: Sequence[tuple[str, str]] 
 
 
 def _remote_of(stream: trio.abc.Stream) -> str | None:
-    if isinstance(stream, trio.SocketStream):
+    if isinstance(stream, RawSocketStream | trio.SocketStream):
         try:
             peer = stream.socket.getpeername()
         except OSError:

@@ -28,6 +28,7 @@ from sinal.websocket.handshake import (
     SubprotocolChooser,
     accept_websocket,
 )
+from sinal.websocket.rawstream import RawSocketStream
 
 __all__ = [
     "ConnectionHandler",
@@ -108,7 +109,7 @@ async def serve_websockets(
     else:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
 
-    async def serve_one(stream: trio.SocketStream) -> None:
+    async def serve_one(stream: trio.abc.Stream) -> None:
         try:
             ws = await accept_websocket(
                 stream,
@@ -137,10 +138,11 @@ async def serve_websockets(
 
 
 async def _accept_loop(listener: trio.SocketListener,
-                       serve_one: Callable[[trio.SocketStream], Awaitable[None]],
+                       serve_one: Callable[[trio.abc.Stream], Awaitable[None]],
                        nursery: trio.Nursery) -> NoReturn:
     """Wait until the listening socket is readable, then accept every queued connection
-    (up to ACCEPT_BATCH) without a scheduler round between two; each gets its task."""
+    (up to ACCEPT_BATCH) without a scheduler round between two; each gets its task, with
+    the socket as a `RawSocketStream` (no trio socket wrapper: websocket/rawstream.py)."""
     raw = getattr(listener.socket, "_sock", None)
     if not isinstance(raw, stdlib_socket.socket):  # not trio's usual socket: one at a time
         while True:
@@ -160,9 +162,7 @@ async def _accept_loop(listener: trio.SocketListener,
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # that client gave up; the next one may not have
                 raise
-            sock.setblocking(False)
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-            nursery.start_soon(serve_one, stream)
+            nursery.start_soon(serve_one, RawSocketStream(sock))
 
 
 async def open_reuse_port_listeners(port: int, *, host: str = "127.0.0.1",
