@@ -203,7 +203,8 @@ def test_storm_targets_and_tables() -> None:
              "clientProcesses": 4},
             {"stack": "peer", "connections": 10_000, "ready": 10_000, "seconds": 5.0,
              "connectMs": latency, "serverCpuSeconds": 4.0, "serverRssMb": 150.0,
-             "clientProcesses": 4}]},
+             "clientProcesses": 4, "clientCpuSeconds": 0.75, "client": "compiled",
+             "fdLimit": "10,000 connections do not fit"}]},
     }
     rows = {target.split(":")[0]: (ok, note) for target, _, ok, note in storm_targets(results)}
     assert rows["notification storm"] == (True, "")
@@ -211,6 +212,8 @@ def test_storm_targets_and_tables() -> None:
     text = "\n".join(storm_markdown(results))
     assert "## Notification storm" in text and "## Connect storm" in text
     assert "RuntimeError('gone')" in text
+    assert "| peer | 1 | 10,000 | 10,000 | 5.0 | 3.0 | 12.5 | 4.0 | 0.75 |" in text
+    assert "peer at 10,000: 10,000 connections do not fit." in text
 
 
 # --------------------------------------------------------------------------- the compiled client
