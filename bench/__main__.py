@@ -3,6 +3,7 @@
     python -m bench                        # everything (about 7 minutes on 2 cores)
     python -m bench fanout --clients 1000  # one part, one N
     python -m bench connections --connections 5000
+    python -m bench connections --connections 100000 --workers 2 --stacks sinal
     python -m bench rest scenario --no-pin
     python -m bench aggregates --dashboard-subscribers 1000
 
@@ -44,6 +45,8 @@ from bench.storms import StormOptions, run_connect, run_notify
 PARTS = ("fanout", "connections", "rest", "scenario", "aggregates", "notify", "connect",
          "memory")
 DEFAULT_PARTS = ("fanout", "connections", "rest", "scenario", "aggregates")
+# the connections part's steps below its target (RSS after each: the plot)
+CONNECTION_STEPS = (1000, 2500, 5000, 7500, 10_000, 25_000, 50_000, 75_000)
 # rough seconds each part needs on 2 cores with the default options (for --budget)
 ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0,
              "aggregates": 40.0, "notify": 120.0, "connect": 240.0, "memory": 90.0}
@@ -79,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--notify-seconds", type=float, default=5.0)
     parser.add_argument("--connects", default="10000,50000",
                         help="connect storm sizes, comma-separated")
+    parser.add_argument("--handshakes", type=int, default=0,
+                        help="handshakes in flight in the storms, over all compiled client "
+                             "processes (0: 128 per 2,500 connections)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run Sinal as `sinal serve --workers N` in the connections, "
+                             "notify and connect parts (nothing pinned when N > 1; the peer "
+                             "stays one process)")
     parser.add_argument("--wrk-seconds", type=float, default=5.0)
     parser.add_argument("--rest-url", default="",
                         help="measure REST on this running server instead of a fresh node")
@@ -92,12 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="small run to try the bench (N 100,1000; 2,000 connections; "
                              "scenario x 1/16)")
     parser.add_argument("--py-client", action="store_true",
-                        help="fan-out and connections with the Python load client "
-                             "(bench/loadclient.py) instead of the compiled one "
+                        help="fan-out, connections and the storms with the Python load "
+                             "client (bench/loadclient.py) instead of the compiled one "
                              "(bench/loadgen), for comparison")
     parser.add_argument("--ws-encoding", choices=("msgpack", "json"), default="msgpack",
                         help="Sinal's subprotocol for the compiled client (fan-out, "
-                             "connections)")
+                             "connections, storms)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the server to CPU 0 and the load to the others")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
@@ -114,6 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.parts = list(DEFAULT_PARTS)
     if args.py_client and args.ws_encoding != "msgpack":
         parser.error("the Python load client speaks MessagePack only")
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
     if args.quick:
         args.clients = "100,1000"
         args.connections = min(args.connections, 2000)
@@ -151,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [],
     }
     stacks = [s for s in args.stacks.split(",") if s]
+    if args.workers > 1:
+        results["notes"].append(
+            f"--workers {args.workers}: Sinal ran as `sinal serve --workers {args.workers}` in "
+            "the connections, notify and connect parts, with nothing pinned there (the CPU "
+            "plan above is the other parts'); the peer is one Node process")
+    storm_client: dict[str, Any] = {"python_client": args.py_client,
+                                    "encoding": args.ws_encoding,
+                                    "handshakes": args.handshakes, "workers": args.workers}
     runners: dict[str, Callable[[BenchDatabase, Path], dict[str, Any]]] = {
         "fanout": lambda db, wd: run_fanout(db, wd, FanoutOptions(
             clients=[int(n) for n in args.clients.split(",") if n], stacks=stacks,
@@ -160,11 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             python_client=args.py_client, encoding=args.ws_encoding), log),
         "connections": lambda db, wd: run_connections(db, wd, ConnectionsOptions(
             target=args.connections,
-            steps=[s for s in (1000, 2500, 5000, 7500, 10_000, 25_000, 50_000)
-                   if s < args.connections] + [args.connections],
+            steps=[s for s in CONNECTION_STEPS if s < args.connections] + [args.connections],
             heartbeat_ms=args.heartbeat_ms, hold_seconds=args.hold, stacks=stacks, pin=pin,
             profile=not args.no_profile, python_client=args.py_client,
-            encoding=args.ws_encoding), log),
+            encoding=args.ws_encoding, workers=args.workers), log),
         "rest": lambda db, wd: run_rest(db, wd, RestOptions(
             wrk_seconds=args.wrk_seconds, url=args.rest_url, pin=pin,
             profile=not args.no_profile), log),
@@ -174,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             changes=args.aggregate_changes, subscribers=args.dashboard_subscribers), log),
         "notify": lambda db, wd: run_notify(db, wd, StormOptions(
             users=args.users, notify_rate=args.notify_rate,
-            notify_seconds=args.notify_seconds, stacks=stacks, pin=pin), log),
+            notify_seconds=args.notify_seconds, stacks=stacks, pin=pin, **storm_client), log),
         "connect": lambda db, wd: run_connect(db, wd, StormOptions(
             connects=[int(n) for n in args.connects.split(",") if n], stacks=stacks,
-            pin=pin, profile_seconds=0 if args.no_profile else 8.0), log),
+            pin=pin, profile_seconds=0 if args.no_profile else 8.0, **storm_client), log),
         "memory": lambda db, wd: run_memory(db, wd, MemoryOptions(
             connections=args.memory_connections, heartbeat_ms=args.heartbeat_ms, pin=pin), log),
     }

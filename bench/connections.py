@@ -13,6 +13,15 @@ The clients are the compiled load client (bench.loadgen; `python_client` for the
 one), one group of processes per step; connection numbers run on over the steps, so the
 source addresses (127.0.0.2, .3, ...) are spread over the whole target. Its CPU is
 reported for the connect storm and for the hold.
+
+`workers` > 1 runs Sinal as `sinal serve --workers N` (bench.workerset): the kernel spreads
+the connections over the workers, RSS and CPU are summed over the parent and its workers
+(RSS per connection is that sum's growth / connections), MAX_CONCURRENT_CONNECTIONS and
+WEBSOCKET_PRELOGIN_PER_ADDRESS are set per worker above the whole target, nothing is
+pinned (the workers need every core), py-spy records the first worker, and the run
+reports each worker's connections (its GET /api/supervisor), RSS and open descriptors.
+Each process holds at most the hard open-files limit in sockets: the run says so up front
+when the target does not fit in the server's processes (the peer is one Node process).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from bench.loadclient import ClientPlan
 from bench.loadgen import Clients, open_clients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
 from bench.profile import Profile, top_line
+from bench.workerset import census, census_line, does_not_fit, first_worker, start_workers
 
 CLIENTS_PER_PROCESS = 2500
 
@@ -43,18 +53,21 @@ class ConnectionsOptions:
     step_timeout: float = 300.0  # seconds a step may take to connect
     python_client: bool = False  # the Python load client instead of the compiled one
     encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
+    workers: int = 1  # Sinal's `serve --workers N`; the peer is always one process
 
 
 def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
             options: ConnectionsOptions) -> ServerProcess:
     if stack == "sinal":
-        return sinal_server(db, wd, cpus=cpus.server, settings={
+        # the limits are per worker: each is set above the whole target, since the kernel
+        # decides how many connections each worker gets
+        return start_workers(sinal_server(db, wd, cpus=cpus.server, settings={
             "WEBSOCKET_HEARTBEAT_INTERVAL": str(options.heartbeat_ms),
             "WEBSOCKET_CONNECTION_TIMEOUT": str(3 * options.heartbeat_ms),
             "MAX_CONCURRENT_CONNECTIONS": str(options.target + 1000),
             # every client comes from a handful of loopback addresses
             "WEBSOCKET_PRELOGIN_PER_ADDRESS": str(options.target + 1000),
-        }).start()
+        }), options.workers, timeout=120)
     return socketio_server(db, wd, cpus=cpus.server).start()
 
 
@@ -62,9 +75,15 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
               options: ConnectionsOptions, log: Any) -> dict[str, Any]:
     token = db.token()
     steps = sorted({s for s in options.steps if s < options.target} | {options.target})
+    workers = options.workers if stack == "sinal" else 1
     server = _server(stack, db, wd, cpus, options)
     groups: list[Clients] = []
-    result: dict[str, Any] = {"stack": stack, "target": options.target, "steps": []}
+    result: dict[str, Any] = {"stack": stack, "target": options.target, "steps": [],
+                              "workers": workers}
+    too_many = does_not_fit(options.target, workers)
+    if too_many:
+        result["fdLimit"] = too_many
+        log(f"  {stack:5s} {too_many}")
     try:
         assert server.meter is not None
         time.sleep(1.0)
@@ -131,7 +150,8 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
         at_hold = sum(s["ready"] for s in before)
         server.meter.mark()
         if stack == "sinal" and options.profile:
-            with Profile(server.pid, options.hold_seconds - 1, wd / "profile-idle.txt") as spy:
+            with Profile(first_worker(server, workers), options.hold_seconds - 1,
+                         wd / "profile-idle.txt") as spy:
                 time.sleep(options.hold_seconds)
             result["profile"] = spy.summary
         else:
@@ -149,6 +169,10 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
             for reason, count in s["closes"].items():
                 closes_before[reason] = closes_before.get(reason, 0) + count
         rss = server.meter.rss()
+        if stack == "sinal":
+            found = census(server, token, workers)
+            result["byWorker"] = found
+            log(f"  {stack:5s} {census_line(found)}")
         result.update({
             "held": held,
             "heldAtHoldStart": at_hold,
@@ -189,7 +213,8 @@ def run_stack(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan,
 
 def run_connections(db: BenchDatabase, wd: Path, options: ConnectionsOptions,
                     log: Any) -> dict[str, Any]:
-    cpus = CpuPlan.for_machine(options.pin)
+    # workers need every core: with more than one nothing is pinned
+    cpus = CpuPlan.for_machine(options.pin and options.workers <= 1)
     out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
                            "runs": []}
     for stack in options.stacks:

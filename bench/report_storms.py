@@ -58,6 +58,20 @@ def storm_targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, 
     return rows
 
 
+def _client_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Which load client; a run whose target did not fit the open-files limits; failures."""
+    kinds = {r["client"] for r in runs if r.get("client")}
+    lines = [f"Load client: {' and '.join(sorted(kinds))} (client CPU: its processes' own, "
+             "user + system)."] if kinds else []
+    for r in runs:
+        size = r.get("connections", r.get("users"))
+        if r.get("fdLimit"):
+            lines.append(f"{r['stack']} at {_fmt(size)}: {r['fdLimit']}.")
+        if r.get("failed"):
+            lines.append(f"{r['stack']} at {_fmt(size)}: failed {r['failed']}.")
+    return [" ".join(lines), ""] if lines else []
+
+
 def storm_markdown(results: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     notify = results.get("notify")
@@ -67,29 +81,35 @@ def storm_markdown(results: dict[str, Any]) -> list[str]:
                   "(one subscription group each); the writer inserts notifications, each for "
                   "the next user in turn. Latency: commit to the client's receive of the "
                   "notification frame.", ""]
-        lines += _table(["stack", "users", "notifications/s", "delivered", "p50 ms", "p95 ms",
-                         "p99 ms", "max ms", "server CPU %", "server RSS MB",
-                         "connect s"], [
-            [r["stack"], _fmt(r.get("users")), _fmt(r.get("commitRate")),
+        lines += _table(["stack", "processes", "users", "notifications/s", "delivered",
+                         "p50 ms", "p95 ms", "p99 ms", "max ms", "server CPU %",
+                         "client CPU %", "server RSS MB", "connect s"], [
+            [r["stack"], _fmt(r.get("workers", 1)), _fmt(r.get("users")),
+             _fmt(r.get("commitRate")),
              f"{100 * r['delivered']:.1f}%" if "delivered" in r else NA,
              *(_fmt(r.get("latencyMs", {}).get(k), 2) for k in ("p50", "p95", "p99", "max")),
-             _fmt(r.get("serverCpuPercent")), _fmt(r.get("serverRssMb")),
-             _fmt(r.get("connectSeconds"))] if "error" not in r
-            else [r["stack"], r["error"][:80]] + [NA] * 9
+             _fmt(r.get("serverCpuPercent")), _fmt(r.get("clientCpuPercent")),
+             _fmt(r.get("serverRssMb")), _fmt(r.get("connectSeconds"))] if "error" not in r
+            else [r["stack"], r["error"][:80]] + [NA] * 11
             for r in notify.get("runs", [])])
+        lines += _client_notes(notify.get("runs", []))
     connect = results.get("connect")
     if connect:
         lines += ["## Connect storm", "",
                   "N clients open, `connect` and `subscribe` as fast as their handshake "
-                  "windows allow (128 in flight per client process).", ""]
-        lines += _table(["stack", "N", "subscribed", "seconds", "p50 ms", "p99 ms",
-                         "server CPU s", "server RSS MB", "client processes"], [
-            [r["stack"], _fmt(r["connections"]), _fmt(r.get("ready")), _fmt(r.get("seconds")),
+                  "windows allow (handshakes in flight over all client processes).", ""]
+        lines += _table(["stack", "processes", "N", "subscribed", "seconds", "p50 ms",
+                         "p99 ms", "server CPU s", "client CPU s", "server RSS MB",
+                         "client processes", "in flight"], [
+            [r["stack"], _fmt(r.get("workers", 1)), _fmt(r["connections"]),
+             _fmt(r.get("ready")), _fmt(r.get("seconds")),
              _fmt(r.get("connectMs", {}).get("p50")), _fmt(r.get("connectMs", {}).get("p99")),
-             _fmt(r.get("serverCpuSeconds")), _fmt(r.get("serverRssMb")),
-             _fmt(r.get("clientProcesses"))] if "error" not in r
-            else [r["stack"], _fmt(r["connections"]), r["error"][:80]] + [NA] * 6
+             _fmt(r.get("serverCpuSeconds")), _fmt(r.get("clientCpuSeconds"), 2),
+             _fmt(r.get("serverRssMb")), _fmt(r.get("clientProcesses")),
+             _fmt(r.get("handshakesInFlight"))] if "error" not in r
+            else [r["stack"], NA, _fmt(r["connections"]), r["error"][:80]] + [NA] * 8
             for r in connect.get("runs", [])])
+        lines += _client_notes(connect.get("runs", []))
     memory = results.get("memory")
     if memory and "bySite" in memory:
         lines += ["## Where an idle connection's bytes go", "",

@@ -11,10 +11,19 @@
   as fast as their handshake windows allow, every one `connect` + `subscribe`; reported:
   seconds until all are subscribed, connect-to-subscribed p50/p99, server CPU and RSS.
 
-Clients come from `clients_for`, the one place that builds a load client: today the
-Python load client (bench/loadclient.py), which a compiled client can replace without
-touching the parts. Past about 28,000 connections to one port the clients connect from
-several loopback addresses (127.0.0.x), each with its own ephemeral ports.
+The clients are the compiled load client (bench.loadgen; `python_client` for the Python
+one, bench/loadclient.py), built by `clients_for`. Both open at most 128 handshakes per
+client process at once; so that the storm offers the server the same concurrency whatever
+the client, `handshakes` in flight in all (0: 128 per 2,500 connections, what the Python
+client's one process per 2,500 gave) are shared over the compiled client's processes.
+Past about 25,000 connections to one port the clients connect from several loopback
+addresses (127.0.0.2, .3, ...), each with its own ephemeral ports. The client's CPU
+(getrusage of its processes) is reported next to the server's.
+
+`workers` > 1 runs Sinal as `sinal serve --workers N` (bench.workerset; nothing pinned);
+the peer is always one Node process. A server process holds at most the hard open-files
+limit in sockets (20,000 on the bench box): a connect storm past that needs workers, or a
+higher limit.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import JWT_SECRET, BenchDatabase, CpuPlan, ServerProcess, sinal_server
-from bench.loadclient import ClientPlan, LoadClients
+from bench.loadclient import ClientPlan
+from bench.loadgen import Clients, default_processes, open_clients
 from bench.peers import PeerUnavailable, ensure_installed, socketio_server
 from bench.profile import Profile, top_line
+from bench.workerset import census, census_line, does_not_fit, first_worker, start_workers
 from bench.writer import WritePlan, Writer
 
-CLIENTS_PER_PROCESS = 2500
+CLIENTS_PER_PROCESS = 2500  # the Python client's; and 128 handshakes in flight per 2,500
+WINDOW = 128
 PORTS_PER_ADDRESS = 25_000  # below the kernel's default ephemeral range (~28,000)
 NOTIFY_TOPIC = "purchase_request_changed"
 # the marker first (bench.writer passes it as the first parameter), then the user count;
@@ -42,12 +54,25 @@ NOTIFY_SQL = ("INSERT INTO notifications (user_id, kind, message) "
               "JOIN bench_users AS u USING (n)")
 
 
-def clients_for(plan: ClientPlan) -> LoadClients:
-    """The load client for a plan (swap here for a compiled one)."""
-    if plan.connections > PORTS_PER_ADDRESS and not plan.source_hosts:
-        hosts = math.ceil(plan.connections / PORTS_PER_ADDRESS)
-        plan = replace(plan, source_hosts=tuple(f"127.0.0.{k + 2}" for k in range(hosts)))
-    return LoadClients(plan, math.ceil(plan.connections / CLIENTS_PER_PROCESS))
+def clients_for(plan: ClientPlan, options: StormOptions) -> Clients:
+    """The load client for a plan: the compiled one, `handshakes` in flight shared over its
+    processes (it picks source addresses itself), or the Python one (one process per
+    2,500 connections, source addresses from here)."""
+    n = plan.connections
+    if options.python_client:
+        if n > PORTS_PER_ADDRESS and not plan.source_hosts:
+            hosts = math.ceil(n / PORTS_PER_ADDRESS)
+            plan = replace(plan, source_hosts=tuple(f"127.0.0.{k + 2}" for k in range(hosts)))
+        return open_clients(plan, python=True, python_per_process=CLIENTS_PER_PROCESS)
+    processes = default_processes(n, plan.cpus)
+    in_flight = options.handshakes or WINDOW * math.ceil(n / CLIENTS_PER_PROCESS)
+    plan = replace(plan, handshake_window=max(1, math.ceil(in_flight / processes)))
+    return open_clients(plan, processes=processes, encoding=options.encoding)
+
+
+def _client_cpu(clients: Clients) -> float:
+    """CPU seconds of the client's processes since they started (or the last reset)."""
+    return round(float(clients.stats()["cpuSeconds"]), 3)
 
 
 @dataclass
@@ -60,18 +85,34 @@ class StormOptions:
     drain_timeout: float = 30.0
     pin: bool = True
     profile_seconds: float = 8.0  # py-spy on Sinal during the first connect storm; 0: no
+    python_client: bool = False  # the Python load client instead of the compiled one
+    encoding: str = "msgpack"  # Sinal's subprotocol for the compiled client (or "json")
+    handshakes: int = 0  # in flight over all client processes; 0: 128 per 2,500 connections
+    workers: int = 1  # Sinal's `serve --workers N`; the peer is always one process
 
 
-def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, connections: int
-            ) -> ServerProcess:
+def _server(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, connections: int,
+            workers: int) -> ServerProcess:
     if stack == "sinal":
-        return sinal_server(db, wd, cpus=cpus.server, settings={
+        return start_workers(sinal_server(db, wd, cpus=cpus.server, settings={
+            # per worker: each above the whole storm (the kernel spreads it)
             "MAX_CONCURRENT_CONNECTIONS": str(connections + 1000),
             # every client comes from a handful of loopback addresses
             "WEBSOCKET_PRELOGIN_PER_ADDRESS": str(connections + 1000),
             "WEBSOCKET_LOGIN_TIMEOUT": "60000",
-        }).start(timeout=120)
+        }), workers, timeout=120)
     return socketio_server(db, wd, cpus=cpus.server).start(timeout=120)
+
+
+def _plan_cpus(options: StormOptions) -> CpuPlan:
+    """Server on the first CPU, load on the others; nothing pinned for workers."""
+    return CpuPlan.for_machine(options.pin and options.workers <= 1)
+
+
+def _client_fields(clients: Clients, options: StormOptions) -> dict[str, Any]:
+    return {"client": "python" if options.python_client else "compiled",
+            "clientProcesses": len(clients.procs),
+            "handshakesInFlight": clients.plan.handshake_window * len(clients.procs)}
 
 
 def bench_users(db: BenchDatabase, count: int) -> list[str]:
@@ -94,17 +135,24 @@ def bench_users(db: BenchDatabase, count: int) -> list[str]:
 
 def notify_storm(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, tokens: list[str],
                  options: StormOptions, log: Any) -> dict[str, Any]:
-    server = _server(stack, db, wd, cpus, len(tokens))
-    result: dict[str, Any] = {"stack": stack, "users": len(tokens)}
+    workers = options.workers if stack == "sinal" else 1
+    server = _server(stack, db, wd, cpus, len(tokens), workers)
+    result: dict[str, Any] = {"stack": stack, "users": len(tokens), "workers": workers}
+    too_many = does_not_fit(len(tokens), workers)
+    if too_many:
+        result["fdLimit"] = too_many
+        log(f"  {stack:5s} {too_many}")
     try:
         assert server.meter is not None
         plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port,
                           len(tokens), tokens[0], (NOTIFY_TOPIC,), tokens=tuple(tokens),
                           heartbeat_interval=20.0, cpus=cpus.load, phase="N")
-        with clients_for(plan) as clients:
+        with clients_for(plan, options) as clients:
             ready = clients.wait_ready(timeout=600)
+            result.update(_client_fields(clients, options))
             result["connected"] = ready["ready"]
             result["connectSeconds"] = ready["seconds"]
+            result["clientCpuSecondsConnect"] = _client_cpu(clients)
             log(f"  {stack:5s} notify: {ready['ready']} users connected in "
                 f"{ready['seconds']:.1f} s")
             commits = int(options.notify_rate * options.notify_seconds)
@@ -129,13 +177,13 @@ def notify_storm(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, tokens:
             "latencyMs": stats["latencyMs"], "serverCpuPercent": window["cpuPercent"],
             "serverRssMb": window["rssMb"], "clientCpuPercent": round(
                 100 * stats["cpuSeconds"] / max(1e-9, window["wallSeconds"]), 1),
-            "closes": stats["closes"],
+            "staleFrames": stats["staleFrames"], "closes": stats["closes"],
         })
         lat = result["latencyMs"]
         log(f"  {stack:5s} notify: {written['commits']} notifications at "
             f"{written['rate']}/s to distinct users of {len(tokens)}: p50 {lat['p50']} ms, "
             f"p99 {lat['p99']} ms, {100 * result['delivered']:.1f}% delivered, server CPU "
-            f"{window['cpuPercent']}%")
+            f"{window['cpuPercent']}%, client CPU {result['clientCpuPercent']}%")
     finally:
         server.stop()
     return result
@@ -143,19 +191,25 @@ def notify_storm(stack: str, db: BenchDatabase, wd: Path, cpus: CpuPlan, tokens:
 
 def connect_storm(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan,
                   options: StormOptions, log: Any) -> dict[str, Any]:
-    server = _server(stack, db, wd, cpus, n)
-    result: dict[str, Any] = {"stack": stack, "connections": n}
+    workers = options.workers if stack == "sinal" else 1
+    server = _server(stack, db, wd, cpus, n, workers)
+    result: dict[str, Any] = {"stack": stack, "connections": n, "workers": workers}
+    too_many = does_not_fit(n, workers)
+    if too_many:
+        result["fdLimit"] = too_many
+        log(f"  {stack:5s} {too_many}")
     try:
         assert server.meter is not None
+        token = db.token()
         server.meter.mark()
         plan = ClientPlan("sinal" if stack == "sinal" else "socketio", server.ws_port, n,
-                          db.token(), (NOTIFY_TOPIC,), heartbeat_interval=20.0, cpus=cpus.load)
+                          token, (NOTIFY_TOPIC,), heartbeat_interval=20.0, cpus=cpus.load)
         t0 = time.perf_counter()
         profiled = stack == "sinal" and options.profile_seconds > 0 \
             and n == options.connects[0]
-        with clients_for(plan) as clients:
+        with clients_for(plan, options) as clients:
             if profiled:
-                with Profile(server.pid, options.profile_seconds,
+                with Profile(first_worker(server, workers), options.profile_seconds,
                              wd / "profile-connect.txt") as spy:
                     ready = clients.wait_ready(timeout=900)
                 result["profile"] = spy.summary
@@ -163,15 +217,25 @@ def connect_storm(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan
             else:
                 ready = clients.wait_ready(timeout=900)
             window = server.meter.window()
+            client_cpu = _client_cpu(clients)
             result.update({
                 "ready": ready["ready"], "failed": ready["failed"],
                 "seconds": ready["seconds"], "wallSeconds": round(time.perf_counter() - t0, 2),
                 "connectMs": ready["connectMs"], "serverCpuPercent": window["cpuPercent"],
                 "serverCpuSeconds": window["cpuSeconds"], "serverRssMb": window["rssMb"],
-                "clientProcesses": len(clients.procs),
+                "clientCpuSeconds": client_cpu,
+                "sourceAddresses": ready.get("sourceAddresses"),
+                "highestSourceAddress": ready.get("highestSourceAddress"),
+                "addressRetries": ready.get("addressRetries"),
+                **_client_fields(clients, options),
             })
+            if stack == "sinal" and workers > 1:
+                result["byWorker"] = census(server, token, workers)
+                log(f"  sinal {census_line(result['byWorker'])}")
         log(f"  {stack:5s} connect {n}: {ready['ready']} subscribed in {ready['seconds']:.1f} s, "
-            f"p99 {ready['connectMs']['p99']} ms, server CPU {window['cpuSeconds']} s"
+            f"p99 {ready['connectMs']['p99']} ms, server CPU {window['cpuSeconds']} s, client "
+            f"CPU {client_cpu} s ({result['clientProcesses']} process(es), "
+            f"{result['handshakesInFlight']} handshakes in flight)"
             + (f", failed {ready['failed']}" if ready["failed"] else ""))
     finally:
         server.stop()
@@ -190,8 +254,9 @@ def _stacks(options: StormOptions, out: dict[str, Any]) -> list[str]:
 
 
 def run_notify(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> dict[str, Any]:
-    cpus = CpuPlan.for_machine(options.pin)
-    out: dict[str, Any] = {"options": options.__dict__.copy(), "runs": []}
+    cpus = _plan_cpus(options)
+    out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
+                           "runs": []}
     tokens = bench_users(db, options.users)
     for stack in _stacks(options, out):
         try:
@@ -203,8 +268,9 @@ def run_notify(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> 
 
 
 def run_connect(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> dict[str, Any]:
-    cpus = CpuPlan.for_machine(options.pin)
-    out: dict[str, Any] = {"options": options.__dict__.copy(), "runs": []}
+    cpus = _plan_cpus(options)
+    out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
+                           "runs": []}
     stacks = _stacks(options, out)
     for n in options.connects:
         for stack in stacks:

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -202,7 +203,8 @@ def test_storm_targets_and_tables() -> None:
              "clientProcesses": 4},
             {"stack": "peer", "connections": 10_000, "ready": 10_000, "seconds": 5.0,
              "connectMs": latency, "serverCpuSeconds": 4.0, "serverRssMb": 150.0,
-             "clientProcesses": 4}]},
+             "clientProcesses": 4, "clientCpuSeconds": 0.75, "client": "compiled",
+             "fdLimit": "10,000 connections do not fit"}]},
     }
     rows = {target.split(":")[0]: (ok, note) for target, _, ok, note in storm_targets(results)}
     assert rows["notification storm"] == (True, "")
@@ -210,6 +212,8 @@ def test_storm_targets_and_tables() -> None:
     text = "\n".join(storm_markdown(results))
     assert "## Notification storm" in text and "## Connect storm" in text
     assert "RuntimeError('gone')" in text
+    assert "| peer | 1 | 10,000 | 10,000 | 5.0 | 3.0 | 12.5 | 4.0 | 0.75 |" in text
+    assert "peer at 10,000: 10,000 connections do not fit." in text
 
 
 # --------------------------------------------------------------------------- the compiled client
@@ -390,6 +394,17 @@ def _client_message(sock: socket.socket) -> tuple[int, bytes]:
     return b0 & 0x0F, bytes(b ^ key[i & 3] for i, b in enumerate(_read_exact(sock, n)))
 
 
+def _hold_until_reset(conn: socket.socket) -> None:
+    """Read until the client leaves: it aborts its sockets (RST, so that it leaves no
+    TIME_WAIT on 127.0.0.x); a clean close (EOF) is an error."""
+    try:
+        while conn.recv(4096):
+            pass
+    except ConnectionResetError:
+        return
+    raise AssertionError("the client closed its socket instead of aborting it")
+
+
 def _fake_sinal(conn: socket.socket, errors: list[BaseException], read: threading.Event) -> None:
     """Just enough of a Sinal node for one connection: upgrade, connect + subscribe ->
     subscribed, the client's first heartbeat, one data_update, then a ping whose pong
@@ -415,8 +430,7 @@ def _fake_sinal(conn: socket.socket, errors: list[BaseException], read: threadin
         while _client_message(conn) != (10, b"barrier"):
             pass  # heartbeats
         read.set()
-        while conn.recv(4096):
-            pass
+        _hold_until_reset(conn)
     except BaseException as exc:  # reported by the test
         errors.append(exc)
     finally:
@@ -462,3 +476,89 @@ def test_loadgen_end_to_end_spreads_source_addresses() -> None:
     assert stats["controlFrames"] == 6 and stats["offsetRegressions"] == 0  # the pings
     assert stats["heartbeats"] >= 6 and stats["latencyMs"]["max"] < 30_000
     assert len(clients.procs) == 2 and all(p.returncode == 0 for p in clients.procs)
+
+
+def test_loadgen_counts_a_marked_notification_frame() -> None:
+    """The notification storm's frames: a `notification` whose message holds the marker is
+    a data frame (timed, of its phase), in Sinal's MessagePack and socket.io's packets."""
+    sent = time.time() - 0.125
+    note = {"event": "notification", "id": "n-1", "message": f"bench @t={sent:.6f}N",
+            "type": "order_issued", "action": None, "timestamp": "2024-01-15T10:30:00Z"}
+    runs = decode(server_frame(msgpack.packb(note)) + server_frame(msgpack.packb(
+        {**note, "message": f"bench @t={sent:.6f}M"})), "--phase", "N")
+    for run in runs:
+        assert (run[-1]["frames"], run[-1]["staleFrames"], run[-1]["dataUpdates"]) == (1, 1, 0)
+        assert 0.125 <= run[-1]["maxLatency"] < 60
+    packet = msgpack.packb({"type": 2, "nsp": "/", "data": [
+        "notification", {k: v for k, v in note.items() if k != "event"}]})
+    for run in decode(server_frame(packet), "--protocol", "socketio", "--phase", "N"):
+        assert (run[-1]["frames"], run[-1]["staleFrames"]) == (1, 0)
+
+
+def test_token_lines_give_each_connection_its_own_token() -> None:
+    from bench.loadgen import token_lines
+
+    plan = ClientPlan("sinal", 1, 4, "t", ("x",), tokens=("a", "b", "c", "d"))
+    assert token_lines(replace(plan, tokens=())) == ["t"]
+    assert token_lines(plan) == ["a", "b", "c", "d"]
+    # loadgen gives connection index_base + j the line (index_base + j) mod 4
+    for base in (1, 5, 6):
+        lines = token_lines(plan, base)
+        assert [lines[(base + j) % 4] for j in range(4)] == ["a", "b", "c", "d"]
+
+
+def _fake_login(conn: socket.socket, tokens: dict[str, str],
+                errors: list[BaseException]) -> None:
+    """Upgrade, read `connect {token}` and `subscribe`, answer `subscribed`, hold."""
+    try:
+        conn.settimeout(30)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += _read_exact(conn, 1)
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
+        assert key is not None
+        conn.sendall(upgrade_answer(key.group(1).decode())[:-2]
+                     + b"Sec-WebSocket-Protocol: sinal.msgpack.v1\r\n\r\n")
+        peer = conn.getpeername()[0]
+        tokens[peer] = msgpack.unpackb(_client_message(conn)[1])["token"]
+        assert msgpack.unpackb(_client_message(conn)[1])["event"] == "subscribe"
+        conn.sendall(server_frame(msgpack.packb({"event": "subscribed", "events": ["x"],
+                                                 "offsets": {"x": 1}, "ref": 1})))
+        _hold_until_reset(conn)
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+    finally:
+        conn.close()
+
+
+def test_loadgen_sends_each_connection_its_own_token() -> None:
+    """Five connections from two processes, numbered from 7 (a later step's), each log in
+    with its own token of `plan.tokens`, the j-th connection with the j-th token (the
+    notification storm's one user per socket). Two connections per source address over
+    12 planned: connection 7 + j comes from 127.0.0.(2 + (7 + j) mod 6), one each."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    tokens: dict[str, str] = {}
+    errors: list[BaseException] = []
+    threads: list[threading.Thread] = []
+
+    def accept_all() -> None:
+        for _ in range(5):
+            conn, _address = listener.accept()
+            thread = threading.Thread(target=_fake_login, args=(conn, tokens, errors))
+            thread.start()
+            threads.append(thread)
+
+    acceptor = threading.Thread(target=accept_all)
+    acceptor.start()
+    users = tuple(f"user-{i}" for i in range(5))
+    plan = ClientPlan("sinal", listener.getsockname()[1], 5, "shared", ("x",), tokens=users)
+    with CompiledClients(plan, 2, index_base=7, planned_total=12, per_address=2) as clients:
+        report = clients.wait_ready(timeout=30)
+    acceptor.join(30)
+    listener.close()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert report["ready"] == 5 and report["failed"] == {}
+    assert tokens == {f"127.0.0.{2 + (7 + j) % 6}": users[j] for j in range(5)}

@@ -6,14 +6,15 @@ bench/loadgen/build/ whenever a source is newer than the binary.
 drives its Python processes, with the same methods and the same merged counters, so
 the fan-out and connections parts switch with one call (`open_clients`). Each process
 gets its share of the connections on the command line, the tokens in a file (mode
-0600, removed at close), and takes control lines on stdin:
+0600, removed at close: `plan.token` for every connection, or `plan.tokens`, one per
+connection), and takes control lines on stdin:
 
 * it writes ``{"type": "ready", ...}`` once every connection it was asked for has been
   tried (ready, or failed with a reason);
 * ``stats [brief] [reset] [phase=C]`` is answered with ``{"type": "stats", ...}``: the
   counters since the last reset (latency and connect-time histograms unless brief), and
   its own CPU time from getrusage (user + system);
-* ``exit``, or the end of stdin, closes every socket and ends the process.
+* ``exit``, or the end of stdin, aborts every socket (RST) and ends the process.
 
 Connection i (numbered over all processes of one `CompiledClients`, from `index_base`)
 binds to source address 127.0.0.<2 + i % K> before connecting, K = ceil(planned total /
@@ -91,6 +92,16 @@ def default_processes(connections: int, cpus: frozenset[int]) -> int:
     return max(len(cpus) or 1, math.ceil(connections / connections_per_process()))
 
 
+def token_lines(plan: ClientPlan, index_base: int = 0) -> list[str]:
+    """The token file's lines: loadgen gives connection i (numbered from `index_base`)
+    line i mod len, so `plan.tokens` is rotated to give the plan's j-th connection
+    `plan.tokens[j]`, as the Python client does; one line of `plan.token` without them."""
+    if not plan.tokens:
+        return [plan.token]
+    shift = -index_base % len(plan.tokens)
+    return [*plan.tokens[shift:], *plan.tokens[:shift]]
+
+
 def connect_percentiles(hist: Counter[int], max_ms: float) -> dict[str, float | None]:
     """Connect-to-subscribed p50/p95/p99/max in ms and the count, from a histogram."""
     result: dict[str, float | None] = dict(histogram_percentiles(hist, max_ms / 1000))
@@ -117,7 +128,7 @@ class CompiledClients:
         tokens = Path(self._dir) / "tokens"
         fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(plan.token + "\n")
+            handle.write("".join(t + "\n" for t in token_lines(plan, index_base)))
         total = max(planned_total, index_base + n)
         self.procs: list[subprocess.Popen[bytes]] = []
         self._lines: list[queue.Queue[dict[str, Any] | None]] = []
