@@ -405,19 +405,26 @@ def _hold_until_reset(conn: socket.socket) -> None:
     raise AssertionError("the client closed its socket instead of aborting it")
 
 
+def _fake_upgrade(conn: socket.socket, expect_subprotocol: bool = False) -> None:
+    """Read the client's upgrade request and answer 101 with sinal.msgpack.v1."""
+    conn.settimeout(30)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += _read_exact(conn, 1)
+    key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
+    assert key is not None
+    if expect_subprotocol:
+        assert b"Sec-WebSocket-Protocol: sinal.msgpack.v1" in head
+    conn.sendall(upgrade_answer(key.group(1).decode())[:-2]
+                 + b"Sec-WebSocket-Protocol: sinal.msgpack.v1\r\n\r\n")
+
+
 def _fake_sinal(conn: socket.socket, errors: list[BaseException], read: threading.Event) -> None:
     """Just enough of a Sinal node for one connection: upgrade, connect + subscribe ->
     subscribed, the client's first heartbeat, one data_update, then a ping whose pong
     proves the client has read the data_update; then hold until the client leaves."""
     try:
-        conn.settimeout(30)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += _read_exact(conn, 1)
-        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
-        assert key is not None and b"Sec-WebSocket-Protocol: sinal.msgpack.v1" in head
-        conn.sendall(upgrade_answer(key.group(1).decode())[:-2]
-                     + b"Sec-WebSocket-Protocol: sinal.msgpack.v1\r\n\r\n")
+        _fake_upgrade(conn, expect_subprotocol=True)
         assert msgpack.unpackb(_client_message(conn)[1]) == {"event": "connect", "token": TOKEN}
         assert msgpack.unpackb(_client_message(conn)[1]) == {
             "event": "subscribe", "events": ["supplier_changed"], "ref": 1}
@@ -511,14 +518,7 @@ def _fake_login(conn: socket.socket, tokens: dict[str, str],
                 errors: list[BaseException]) -> None:
     """Upgrade, read `connect {token}` and `subscribe`, answer `subscribed`, hold."""
     try:
-        conn.settimeout(30)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += _read_exact(conn, 1)
-        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head)
-        assert key is not None
-        conn.sendall(upgrade_answer(key.group(1).decode())[:-2]
-                     + b"Sec-WebSocket-Protocol: sinal.msgpack.v1\r\n\r\n")
+        _fake_upgrade(conn)
         peer = conn.getpeername()[0]
         tokens[peer] = msgpack.unpackb(_client_message(conn)[1])["token"]
         assert msgpack.unpackb(_client_message(conn)[1])["event"] == "subscribe"
