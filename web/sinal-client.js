@@ -1,21 +1,26 @@
 // @ts-check
 /**
  * sinal-client.js: a JavaScript client for Sinal, for browsers and Node.js 20+ (ES modules:
- * this file, sinal-rest.js, sinal-socket.js and sinal-store.js; no dependencies, no build
- * step). It follows docs/protocol.md sections 6 and 10:
+ * this file, sinal-rest.js, sinal-socket.js, sinal-store.js, sinal-dashboard.js; no
+ * dependencies, no build step). It follows docs/protocol.md sections 6 and 10:
  * - bootstrap: each resource's list is read by REST, then subscribed from its offset (`since`);
  * - JSON subprotocol: `connect`, one `subscribe` per topic, heartbeats; a socket silent for
  *   `connectionTimeout` is replaced; `resync` refetches (or, `slow_consumer`, resumes);
  * - on a lost or refused socket: reconnects with exponential backoff and jitter, resuming with
  *   `since`, and meanwhile polls `?since=<offset>` with the ETag (304 when nothing changed);
- * - optional `topics` (e.g. `dashboard`): `subscribed` or `unknown_topic` says if the server
- *   has them (`topicStatus`, and a `topic` event).
+ * - optional `topics` (e.g. `metrics`): `subscribed`, or `unknown_topic` / `forbidden`, says
+ *   if the server has them for the user (`topicStatus`, and a `topic` event);
+ * - `dashboard` in `topics` (protocol section 5): its figures in `client.dashboard`, from
+ *   `dashboard_snapshot`/`dashboard_update` (sinal-dashboard.js), resumed with `since`; without
+ *   a socket, polled from GET /api/dashboard with the ETag.
  *
  * Events (`addEventListener` or `on`), CustomEvents whose `detail` is:
  *   state         {state, previous}            connection state changed
  *   change        {topic, op, id, row, previous, offset, source}   a row changed
  *   reset         {topic, offset}              a store was replaced by a REST list
  *   topic         {topic, available, code?}    the server has (or has not) a topic
+ *   dashboard     {dashboard, kind, names}     `client.dashboard` changed: kind 'snapshot',
+ *                                              'update' or 'rest'; names: the figures replaced
  *   welcome       {welcome}                    a socket session opened
  *   notification  {notification}               a notification for the user (de-duplicated)
  *   metrics       {metrics}                    a `metrics` message (admins)
@@ -24,20 +29,22 @@
  *   fatal         {error}                      the server refused us for good (bad token...)
  */
 
+import { DASHBOARD_TOPIC, DashboardCopy } from './sinal-dashboard.js';
 import {
   FATAL_ERROR_CODES, RESOURCE_OF_TOPIC, RestApi, SinalError, asSinalError,
 } from './sinal-rest.js';
 import { SUBPROTOCOL, Session } from './sinal-socket.js';
 import { ResourceStore } from './sinal-store.js';
 
-export { RESOURCE_OF_TOPIC, ResourceStore, SUBPROTOCOL, SinalError };
+export { DASHBOARD_TOPIC, RESOURCE_OF_TOPIC, ResourceStore, SUBPROTOCOL, SinalError };
 
 const SEEN_NOTIFICATIONS = 1000;
 
 /**
  * @typedef {'idle'|'connecting'|'live'|'reconnecting'|'polling'|'stopped'} ConnectionState
  *   idle: not started; connecting: first bootstrap and socket; live: the socket is open and
- *   subscribed; reconnecting: neither the socket nor REST answers; polling: no socket, but REST
+ *   subscribed (and holds the dashboard's figures, when `dashboard` is followed and served);
+ *   reconnecting: neither the socket nor REST answers; polling: no socket, but REST
  *   polling answers; stopped: `stop()` was called or the server refused us for good.
  */
 /** @typedef {Record<string, any>} Row */
@@ -49,7 +56,9 @@ const SEEN_NOTIFICATIONS = 1000;
  * @property {string[]} [resources]  topics kept in local stores, bootstrapped by REST
  *   (keys of RESOURCE_OF_TOPIC)
  * @property {string[]} [topics]  further topics to subscribe to when the server has them
- *   (no REST bootstrap; their `data_update`s go to stores too)
+ *   (no REST bootstrap; their `data_update`s go to stores too; `dashboard`: client.dashboard)
+ * @property {import('./sinal-dashboard.js').DashboardFilters} [dashboard]  the `dashboard`
+ *   subscribe's filters: `aggregates` (default: all the user may get), `window` (default 30d)
  * @property {Record<string, (row: Row) => boolean>} [keep]  per topic: whether a row is
  *   still in view; a row an update takes out of view leaves the store (protocol section 5)
  * @property {number} [pollInterval]  ms between REST polls while there is no socket (3000)
@@ -103,9 +112,13 @@ export class SinalClient extends EventTarget {
       fetch: (/** @type {any} */ url, /** @type {any} */ init) => fetcher(url, init) });
     this.#random = options.random ?? Math.random;
 
+    this.#topics = [...this.resources, ...this.optionalTopics];
+    this.#dashboard = this.optionalTopics.includes(DASHBOARD_TOPIC)
+      ? new DashboardCopy(options.dashboard) : null;
     /** @type {Map<string, ResourceStore>} */
     this.stores = new Map();
-    for (const topic of [...this.resources, ...this.optionalTopics]) {
+    for (const topic of this.#topics) {
+      if (topic === DASHBOARD_TOPIC) continue; // figures, not rows
       const store = new ResourceStore(topic);
       store.addEventListener('change', (e) => this.#emit('change', /** @type {any} */ (e).detail));
       store.addEventListener('reset', (e) => this.#emit('reset', /** @type {any} */ (e).detail));
@@ -141,8 +154,18 @@ export class SinalClient extends EventTarget {
   #stopped = false;
   #retryNow = false;
   #nextPollAt = 0;
+  /** @type {string[]} every topic followed: resources, then the optional ones */
+  #topics;
+  /** @type {DashboardCopy | null} */ #dashboard;
 
   // --- public API ---------------------------------------------------------------------------
+
+  /** The `dashboard` figures, {offset, today, window, aggregates} (protocol section 4), or null
+   * before the first ones or without `dashboard` in topics.
+   * @returns {import('./sinal-dashboard.js').DashboardFigures | null} */
+  get dashboard() {
+    return this.#dashboard?.figures ?? null;
+  }
 
   /**
    * The local store of a topic (given in `resources` or `topics`).
@@ -237,14 +260,16 @@ export class SinalClient extends EventTarget {
     this.store(topic).replace(keep ? rows.filter(keep) : rows, offset);
   }
 
-  /** One REST poll of every resource: `?since=<offset>` with the ETag (304, a delta, or 410). */
+  /** One REST poll of every resource: `?since=<offset>` with the ETag (304, a delta, or 410);
+   * and of the dashboard's figures, when followed (GET /api/dashboard, 304 or the figures). */
   async pollOnce() {
-    if (this.resources.length === 0) {
+    for (const topic of this.resources) await this.#pollTopic(topic);
+    if (this.#dashboard && this.topicStatus.get(DASHBOARD_TOPIC) !== 'unavailable') {
+      await this.#pollDashboard(this.#dashboard);
+    } else if (this.resources.length === 0) {
       await this.#rest.call('GET', '/health/live');
       this.stats.polls++;
-      return;
     }
-    for (const topic of this.resources) await this.#pollTopic(topic);
   }
 
   // --- the connection loop --------------------------------------------------------------------
@@ -329,12 +354,26 @@ export class SinalClient extends EventTarget {
     }
   }
 
+  /** @param {DashboardCopy} copy */
+  async #pollDashboard(copy) {
+    const answer = await this.#rest.dashboard(copy.query());
+    this.stats.polls++;
+    if (answer.status === 304) this.stats.notModified++;
+    else if (answer.status === 200) this.#emitDashboard('rest', copy.fromRest(answer.body));
+    else this.#unavailable(DASHBOARD_TOPIC, answer.body?.code ?? `http_${answer.status}`);
+  }
+
+  /** @param {string} kind  snapshot, update, rest @param {string[]} names */
+  #emitDashboard(kind, names) {
+    this.#emit('dashboard', { dashboard: this.dashboard, kind, names });
+  }
+
   /**
    * One socket session; resolves when it ends (`live`: it got that far; `fatal`: refused).
    * @returns {Promise<Session>}
    */
   async #session() {
-    for (const topic of this.stores.keys()) {
+    for (const topic of this.#topics) {
       if (this.topicStatus.get(topic) !== 'unavailable') this.topicStatus.set(topic, 'pending');
     }
     const session = new Session({ WebSocket: this.#WebSocket, url: this.wsUrl, token: this.token,
@@ -360,16 +399,16 @@ export class SinalClient extends EventTarget {
       case 'welcome': // the session has started its heartbeats
         this.session = message;
         this.#emit('welcome', { welcome: message });
-        for (const topic of this.stores.keys()) {
+        for (const topic of this.#topics) {
           if (this.topicStatus.get(topic) !== 'unavailable') this.#subscribe(ws, topic);
         }
         this.#maybeLive(ws);
         break;
       case 'subscribed':
         for (const topic of message.events ?? []) {
+          if (!this.#topics.includes(topic)) continue;
           const store = this.stores.get(topic);
-          if (!store) continue;
-          if (store.offset === null && message.offsets && topic in message.offsets) {
+          if (store && store.offset === null && message.offsets && topic in message.offsets) {
             store.offset = message.offsets[topic];
             store.loaded = true;
           }
@@ -383,6 +422,14 @@ export class SinalClient extends EventTarget {
         this.#apply(message.type, message.op, message.id,
           message.op === 'delete' ? null : message.data, message.offset, 'socket');
         break;
+      case 'dashboard_snapshot':
+      case 'dashboard_update': {
+        const names = this.#dashboard?.receive(message);
+        if (names === null) this.#subscribe(ws, DASHBOARD_TOPIC); // no copy to patch: a snapshot
+        else if (names?.length) this.#emitDashboard(message.event.slice(10), names);
+        this.#maybeLive(ws);
+        break;
+      }
       case 'notification': {
         const key = String(message.id);
         if (this.#seen.has(key)) break; // the same one can arrive twice around a reconnect
@@ -402,11 +449,12 @@ export class SinalClient extends EventTarget {
         break;
       case 'resync': {
         const topic = message.topic;
-        if (!this.stores.has(topic)) break;
+        if (!this.#topics.includes(topic)) break;
         this.stats.resyncs++;
         this.topicStatus.set(topic, 'pending');
         if (message.reason !== 'slow_consumer') {
           if (this.resources.includes(topic)) await this.refetch(topic);
+          else if (topic === DASHBOARD_TOPIC) this.#dashboard?.forget();
           else this.store(topic).offset = null;
         }
         this.#subscribe(ws, topic);
@@ -428,9 +476,9 @@ export class SinalClient extends EventTarget {
     const ref = typeof message.ref === 'string' ? message.ref : '';
     if (ref.startsWith('sub:')) {
       const topic = ref.slice(4);
-      if (message.code === 'unknown_topic' || message.code === 'forbidden') {
-        this.topicStatus.set(topic, 'unavailable');
-        this.#emit('topic', { topic, available: false, code: message.code });
+      if (message.code === 'unknown_topic' || message.code === 'forbidden'
+        || (topic === DASHBOARD_TOPIC && message.code === 'invalid_filter')) {
+        this.#unavailable(topic, message.code);
         this.#maybeLive(ws);
         return;
       }
@@ -442,11 +490,21 @@ export class SinalClient extends EventTarget {
     this.#emit('servererror', { code: message.code, message: message.message, ref });
   }
 
+  /** @param {string} topic @param {string} code  unknown_topic, forbidden, ... */
+  #unavailable(topic, code) {
+    this.topicStatus.set(topic, 'unavailable');
+    this.#emit('topic', { topic, available: false, code });
+  }
+
   /** @param {Session} ws */
   #maybeLive(ws) {
     if (ws.live || !ws.welcome) return;
     for (const topic of this.resources) {
       if (this.topicStatus.get(topic) === 'pending') return;
+    }
+    if (this.#dashboard !== null) { // answered, and its figures held (the snapshot after it)
+      const status = this.topicStatus.get(DASHBOARD_TOPIC);
+      if (status === 'pending' || (status === 'subscribed' && this.dashboard === null)) return;
     }
     ws.live = true;
     this.stats.connects++;
@@ -458,11 +516,15 @@ export class SinalClient extends EventTarget {
    * @param {string} topic
    */
   #subscribe(ws, topic) {
+    this.topicStatus.set(topic, 'pending');
+    if (topic === DASHBOARD_TOPIC && this.#dashboard !== null) {
+      ws.send(this.#dashboard.subscribeMessage()); // its filters, and `since` its offset
+      return;
+    }
     /** @type {Record<string, any>} */
     const message = { event: 'subscribe', events: [topic], ref: `sub:${topic}` };
     const offset = this.stores.get(topic)?.offset;
     if (offset !== null && offset !== undefined) message.since = { [topic]: offset };
-    this.topicStatus.set(topic, 'pending');
     ws.send(message);
   }
 

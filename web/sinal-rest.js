@@ -149,4 +149,20 @@ export class RestApi {
     else if (answer.status !== 304) this.etags.delete(topic);
     return answer;
   }
+
+  /**
+   * GET /api/dashboard (the `dashboard` topic's REST twin) with the ETag of the last answer:
+   * 304 (no figure moved) or the figures. A 400, 403 or 404 is answered, not thrown: the
+   * server does not serve these figures to this user (the caller decides what that means).
+   * @param {string} query  `?aggregates=...&window=...`, or ''
+   * @returns {Promise<Answer>}
+   */
+  async dashboard(query) {
+    const answer = await this.call('GET', `/api/dashboard${query}`,
+      { etag: this.etags.get('dashboard'), accept: [304, 400, 403, 404] });
+    const etag = answer.status === 200 ? answer.headers.get('ETag') : null;
+    if (etag) this.etags.set('dashboard', etag);
+    else if (answer.status !== 304) this.etags.delete('dashboard');
+    return answer;
+  }
 }

@@ -13,7 +13,8 @@ order and share the requester's and the approver's pages, as two people would:
    and goes back to the socket when it can;
 5. the node is killed (SIGKILL) and started again: the pages reconnect and resume without
    a reload, and a card written while the node was down appears;
-6. the dashboard and the settings page (supervisor tree, metrics, preferences form).
+6. the dashboard (the server's `dashboard` figures, moving with a submit) and the settings
+   page (supervisor tree, metrics, preferences form).
 
 Waits are Playwright's expectations with timeouts (they poll); screenshots go to
 tests/artifacts/.
@@ -26,6 +27,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +421,15 @@ def test_the_pages_reconnect_and_resume_after_the_node_is_killed(
 # --- 6. dashboard and settings; the README's screenshots -----------------------------------------
 
 
+DASHBOARD_FIGURES = "requestsByStatus,pendingByLevel,requestsByDepartment"
+
+
+def brl(amount: Decimal) -> str:
+    """R$ as the pages write it (pt-BR: R$ 12.500,00)."""
+    units, cents = divmod(int(amount.quantize(Decimal("0.01")) * 100), 100)
+    return f"R$ {units:,}".replace(",", ".") + f",{cents:02d}"
+
+
 def test_dashboard_counts_what_the_board_shows(browser: Browser, node: NodeProcess,
                                                users: dict[str, Any]) -> None:
     admin = users[ADMIN]
@@ -428,7 +439,16 @@ def test_dashboard_counts_what_the_board_shows(browser: Browser, node: NodeProce
     by_status: dict[str, int] = {}
     for row in rows:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1
-    expect(page.locator("body")).to_have_attribute("data-source", re.compile("local|dashboard"))
+    # the server's figures (the dashboard topic), not a count made in the browser
+    expect(page.locator("body")).to_have_attribute("data-source", "dashboard")
+    expect(page.locator("#source")).to_contain_text("agregados do servidor")
+    figures = rest(node, admin, "GET", f"/api/dashboard?aggregates={DASHBOARD_FIGURES}")
+    held = page.evaluate("window.sinal.client.dashboard")
+    assert {name: held["aggregates"][name] for name in DASHBOARD_FIGURES.split(",")} == \
+        {name: figures[name] for name in DASHBOARD_FIGURES.split(",")}, (held, figures)
+    open_amount = sum((Decimal(str(row["amount"])) for row in rows
+                       if row["status"] not in ("rejected", "cancelled")), Decimal(0))
+    expect(page.locator("#tile-amount")).to_have_text(brl(open_amount))
     expect(page.locator("#tile-total")).to_have_text(str(len(rows)))
     for status in ("pending_a1", "approved", "draft"):
         expect(page.locator(f'#by-status .bar[data-key="{status}"] .bar-value')) \
@@ -444,6 +464,10 @@ def test_dashboard_counts_what_the_board_shows(browser: Browser, node: NodeProce
     expect(page.locator("#activity li").first).to_contain_text(title)
     level_1 = by_status.get("pending_a1", 0) + 1
     expect(page.locator('#by-level .bar[data-key="1"] .bar-value')).to_have_text(str(level_1))
+    expect(page.locator("#tile-amount")).to_have_text(brl(open_amount + 5200))
+    source = page.locator("#source")
+    assert int(source.get_attribute("data-offset") or 0) > held["offset"]
+    expect(source).to_contain_text("agregados do servidor")
     rest(node, users[APPROVER], "POST", f"/api/purchase-requests/{row['id']}/approve", {})
     expect(page.locator('#by-level .bar[data-key="1"] .bar-value')).to_have_text(str(level_1 - 1))
     expect(page.locator("#activity li").first).to_contain_text("Aprovação nível 2")

@@ -2,16 +2,23 @@
 /** The numbers of the dashboard and the board's column counters.
  *
  * Two sources, one shape (`Aggregates`):
- * - `localAggregates(rows)`: computed in the browser from the purchase requests the user can
- *   see (the store of `purchase_request_changed`);
- * - `topicAggregates(rows)`: read from the server's `dashboard` topic, when the server has it
- *   (the client's `topicStatus.get('dashboard') === 'subscribed'`): its rows are taken to be
- *   maps with any of `byStatus`, `pendingByLevel`, `amountByDepartment`, `total`,
- *   `totalAmount` (snake_case accepted too). What a row lacks is computed locally.
- * `pickAggregates` prefers the topic's numbers and says where each came from.
+ * - `serverAggregates(figures)`: the server's `dashboard` figures (`client.dashboard.aggregates`),
+ *   read with the names and shapes docs/protocol.md gives them (section 5, "The dashboard
+ *   topic"; maps are sparse, an absent key counts 0):
+ *     requestsByStatus      {status: count}
+ *     pendingByLevel        {"1" | "2" | "3": requests pending at that level}
+ *     requestsByDepartment  {department_id: {status: {count: n, amount: "1234.50"}}}
+ * - `localAggregates(rows)`: counted in the browser from the purchase requests the user can
+ *   see (the store of `purchase_request_changed`), for a server that does not serve
+ *   `dashboard` to this user.
+ * `pickAggregates` says which one the page shows: the server's as soon as the client holds
+ * them; the local count only when the topic is `unavailable`; until then, none ('waiting').
  */
 
 import { STATUSES } from './labels.js';
+
+/** The figures the pages ask the server for (the `aggregates` filter of the subscribe). */
+export const SERVER_FIGURES = ['requestsByStatus', 'pendingByLevel', 'requestsByDepartment'];
 
 /**
  * @typedef {object} Aggregates
@@ -26,79 +33,91 @@ import { STATUSES } from './labels.js';
 
 const CLOSED = new Set(['rejected', 'cancelled']);
 
+/** @returns {Aggregates} every count 0 */
+function empty() {
+  return { byStatus: Object.fromEntries(STATUSES.map((s) => [s, 0])),
+    pendingByLevel: { 1: 0, 2: 0, 3: 0 }, amountByDepartment: {}, countByDepartment: {},
+    total: 0, totalAmount: 0 };
+}
+
 /**
  * @param {Iterable<Record<string, any>>} rows  purchase requests
  * @returns {Aggregates}
  */
 export function localAggregates(rows) {
-  /** @type {Record<string, number>} */
-  const byStatus = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  /** @type {Record<string, number>} */
-  const pendingByLevel = { 1: 0, 2: 0, 3: 0 };
-  /** @type {Record<string, number>} */
-  const amountByDepartment = {};
-  /** @type {Record<string, number>} */
-  const countByDepartment = {};
-  let total = 0;
-  let totalAmount = 0;
+  const out = empty();
   for (const row of rows) {
-    total += 1;
+    out.total += 1;
     const status = String(row.status);
-    byStatus[status] = (byStatus[status] ?? 0) + 1;
+    out.byStatus[status] = (out.byStatus[status] ?? 0) + 1;
     const level = /^pending_a([123])$/.exec(status);
-    if (level) pendingByLevel[level[1]] += 1;
+    if (level) out.pendingByLevel[level[1]] += 1;
     if (CLOSED.has(status)) continue;
     const amount = Number(row.amount) || 0;
     const department = String(row.department_id ?? '');
-    amountByDepartment[department] = (amountByDepartment[department] ?? 0) + amount;
-    countByDepartment[department] = (countByDepartment[department] ?? 0) + 1;
-    totalAmount += amount;
+    out.amountByDepartment[department] = (out.amountByDepartment[department] ?? 0) + amount;
+    out.countByDepartment[department] = (out.countByDepartment[department] ?? 0) + 1;
+    out.totalAmount += amount;
   }
-  return { byStatus, pendingByLevel, amountByDepartment, countByDepartment, total, totalAmount };
+  return out;
 }
 
 /**
- * What the `dashboard` topic's rows say, or null when they say nothing usable.
- * @param {Iterable<Record<string, any>>} rows
- * @returns {Partial<Aggregates> | null}
+ * An exact decimal text ("1234.50") as integer cents, so that sums do not drift.
+ * @param {unknown} text
  */
-export function topicAggregates(rows) {
-  /** @type {Partial<Aggregates>} */
-  const found = {};
-  for (const row of rows) {
-    for (const [key, alias] of [['byStatus', 'by_status'], ['pendingByLevel', 'pending_by_level'],
-      ['amountByDepartment', 'amount_by_department'],
-      ['countByDepartment', 'count_by_department']]) {
-      const value = row[key] ?? row[alias];
-      if (value && typeof value === 'object') {
-        /** @type {any} */ (found)[key] = numbers(value);
-      }
-    }
-    for (const [key, alias] of [['total', 'total'], ['totalAmount', 'total_amount']]) {
-      const value = Number(row[key] ?? row[alias]);
-      if (Number.isFinite(value)) /** @type {any} */ (found)[key] = value;
-    }
+function cents(text) {
+  return Math.round(Number(text) * 100) || 0;
+}
+
+/**
+ * The page's numbers from the server's figures (those of SERVER_FIGURES it holds; a figure
+ * it does not hold leaves its numbers at 0).
+ * @param {Record<string, any>} figures  `client.dashboard.aggregates`
+ * @returns {Aggregates}
+ */
+export function serverAggregates(figures) {
+  const out = empty();
+  for (const [status, count] of Object.entries(figures.requestsByStatus ?? {})) {
+    out.byStatus[status] = Number(count);
+    out.total += Number(count);
   }
-  return Object.keys(found).length ? found : null;
+  for (const [level, count] of Object.entries(figures.pendingByLevel ?? {})) {
+    out.pendingByLevel[level] = Number(count);
+  }
+  let total = 0;
+  for (const [department, byStatus] of Object.entries(figures.requestsByDepartment ?? {})) {
+    let amount = 0;
+    let count = 0;
+    for (const [status, cell] of Object.entries(/** @type {Record<string, any>} */ (byStatus))) {
+      if (CLOSED.has(status)) continue;
+      amount += cents(cell.amount);
+      count += Number(cell.count);
+    }
+    if (count === 0) continue; // only closed requests there, or none any more
+    out.amountByDepartment[department] = amount / 100;
+    out.countByDepartment[department] = count;
+    total += amount;
+  }
+  out.totalAmount = total / 100;
+  return out;
 }
 
 /**
- * @param {Record<string, any>} map
- * @returns {Record<string, number>}
+ * Which numbers the page shows, and from where.
+ * @param {{dashboard: {aggregates: Record<string, any>} | null,
+ *   topicStatus: Map<string, string>}} client  a SinalClient following `dashboard`
+ * @param {Iterable<Record<string, any>>} requests  the store's purchase requests
+ * @returns {{aggregates: Aggregates | null, source: 'dashboard' | 'local' | 'waiting'}}
+ *   dashboard: the server's figures; local: counted here, the server does not serve them;
+ *   waiting: neither yet (the figures have not arrived)
  */
-function numbers(map) {
-  return Object.fromEntries(Object.entries(map).map(([k, v]) => [k, Number(v) || 0]));
-}
-
-/**
- * The topic's numbers where it has them, the local ones elsewhere.
- * @param {Iterable<Record<string, any>>} requests
- * @param {Iterable<Record<string, any>> | null} dashboardRows  null: no `dashboard` topic
- * @returns {{aggregates: Aggregates, source: 'dashboard' | 'local'}}
- */
-export function pickAggregates(requests, dashboardRows) {
-  const local = localAggregates(requests);
-  const remote = dashboardRows ? topicAggregates(dashboardRows) : null;
-  if (!remote) return { aggregates: local, source: 'local' };
-  return { aggregates: { ...local, ...remote }, source: 'dashboard' };
+export function pickAggregates(client, requests) {
+  if (client.topicStatus.get('dashboard') === 'unavailable') {
+    return { aggregates: localAggregates(requests), source: 'local' };
+  }
+  if (client.dashboard) {
+    return { aggregates: serverAggregates(client.dashboard.aggregates), source: 'dashboard' };
+  }
+  return { aggregates: null, source: 'waiting' };
 }

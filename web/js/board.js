@@ -1,7 +1,8 @@
 // @ts-check
 /** /solicitacoes: the Kanban of purchase requests by status. Cards move when the store
- * changes (socket or polling); column counters come from the `dashboard` topic when the
- * server has it, else they count the cards; workflow buttons call the REST writes. */
+ * changes (socket or polling); column counters are the server's `requestsByStatus` figure
+ * (the `dashboard` topic), or count the cards when the server does not serve that topic;
+ * workflow buttons call the REST writes. */
 
 import { pickAggregates } from './aggregates.js';
 import {
@@ -19,7 +20,8 @@ const DONE = {
   cancel: 'Solicitação cancelada.',
 };
 
-const context = await startPage({ path: '/solicitacoes', resources: [TOPIC], topics: [DASHBOARD] });
+const context = await startPage({ path: '/solicitacoes', resources: [TOPIC], topics: [DASHBOARD],
+  dashboard: { aggregates: ['requestsByStatus'] } });
 if (context) {
   const { client, session } = context;
   const store = client.store(TOPIC);
@@ -31,7 +33,7 @@ if (context) {
   const columns = new Map();
   const board = /** @type {HTMLElement} */ (document.getElementById('board'));
   board.replaceChildren(...statuses.map((status) => {
-    const count = h('span', { class: 'count', dataset: { status } }, '0');
+    const count = h('span', { class: 'count', dataset: { status } }, '—');
     const list = h('ol', { class: 'cards', 'aria-labelledby': `col-${status}` });
     const empty = h('p', { class: 'column-empty' }, 'Nenhuma solicitação');
     columns.set(status, { list, count, empty });
@@ -110,16 +112,19 @@ if (context) {
     countsQueued = true;
     queueMicrotask(() => {
       countsQueued = false;
-      const fromTopic = client.topicStatus.get(DASHBOARD) === 'subscribed'
-        ? client.store(DASHBOARD).values() : null;
-      const { aggregates, source } = pickAggregates(store.values(), fromTopic);
+      const { aggregates, source } = pickAggregates(client, store.values());
       board.dataset.countSource = source;
       for (const [status, column] of columns) {
+        column.empty.hidden = column.list.children.length > 0;
+        if (!aggregates) { // the server's figures have not arrived yet
+          column.count.textContent = '—';
+          column.count.setAttribute('aria-label', 'contando');
+          continue;
+        }
         const value = aggregates.byStatus[status] ?? 0;
         column.count.textContent = String(value);
         column.count.setAttribute('aria-label',
           value === 1 ? '1 solicitação' : `${value} solicitações`);
-        column.empty.hidden = column.list.children.length > 0;
       }
     });
   }
@@ -142,7 +147,7 @@ if (context) {
     updateCounts();
   });
   client.on('topic', updateCounts);
-  client.store(DASHBOARD).addEventListener('change', updateCounts);
+  client.on('dashboard', updateCounts);
 
   // --- actions ------------------------------------------------------------------------------
   /**

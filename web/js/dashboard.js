@@ -1,9 +1,11 @@
 // @ts-check
 /** /dashboard: live counters and bar charts of the purchase requests the user can see.
- * Computed in the browser from the store (aggregates.js); when the server has the
- * `dashboard` topic, its numbers replace the local ones. */
+ * The numbers are the server's `dashboard` figures (requestsByStatus, pendingByLevel,
+ * requestsByDepartment: aggregates.js), exact at the offset they carry; counted in the
+ * browser from the store only when the server does not serve that topic. The recent
+ * activity is the store's changes. */
 
-import { pickAggregates } from './aggregates.js';
+import { SERVER_FIGURES, pickAggregates } from './aggregates.js';
 import {
   STATUSES, STATUS_LABEL, formatInteger, formatMoney, formatTime, shortId,
 } from './labels.js';
@@ -49,22 +51,34 @@ async function departmentNames() {
   return names;
 }
 
-const context = await startPage({ path: '/dashboard', resources: [TOPIC], topics: [DASHBOARD] });
+const context = await startPage({ path: '/dashboard', resources: [TOPIC], topics: [DASHBOARD],
+  dashboard: { aggregates: SERVER_FIGURES } });
 if (context) {
   const { client } = context;
   const store = client.store(TOPIC);
   const names = await departmentNames();
   let queued = false;
 
+  const SOURCE_TEXT = {
+    dashboard: 'Fonte: agregados do servidor (tópico dashboard)',
+    local: 'Fonte: calculado neste navegador a partir das solicitações (o servidor não '
+      + 'oferece o tópico dashboard)',
+    waiting: 'Fonte: aguardando os agregados do servidor…',
+  };
+
   function render() {
     queued = false;
-    const fromTopic = client.topicStatus.get(DASHBOARD) === 'subscribed'
-      ? client.store(DASHBOARD).values() : null;
-    const { aggregates: a, source } = pickAggregates(store.values(), fromTopic);
+    const { aggregates: a, source } = pickAggregates(client, store.values());
     document.body.dataset.source = source;
-    byId('source').textContent = source === 'dashboard'
-      ? 'Fonte: agregados do servidor (tópico dashboard)'
-      : 'Fonte: calculado neste navegador a partir das solicitações';
+    const shown = byId('source');
+    if (shown.textContent !== SOURCE_TEXT[source]) shown.textContent = SOURCE_TEXT[source];
+    shown.dataset.offset = source === 'dashboard' ? String(client.dashboard?.offset) : '';
+    if (!a) { // the figures have not arrived yet
+      for (const tile of ['total', 'pending', 'approved', 'amount']) {
+        byId(`tile-${tile}`).textContent = '—';
+      }
+      return;
+    }
     const pending = a.pendingByLevel['1'] + a.pendingByLevel['2'] + a.pendingByLevel['3'];
     const moving = ['approved', 'quoting', 'ordered'].reduce((n, s) => n + (a.byStatus[s] ?? 0), 0);
     byId('tile-total').textContent = formatInteger(a.total);
@@ -111,7 +125,7 @@ if (context) {
   store.addEventListener('reset', schedule);
   store.addEventListener('change', schedule);
   store.addEventListener('change', remember);
-  client.store(DASHBOARD).addEventListener('change', schedule);
+  client.on('dashboard', schedule);
   client.on('topic', schedule);
   await client.start().catch(() => {});
   render();

@@ -278,7 +278,9 @@ export class NotificationCenter {
  * Set up a page: session (or off to login), header, client. The page adds its listeners,
  * then calls `client.start()`.
  * @param {{path: string, resources?: string[],
- *   topics?: string[] | ((session: import('./session.js').Session) => string[])}} spec
+ *   topics?: string[] | ((session: import('./session.js').Session) => string[]),
+ *   dashboard?: import('../sinal-dashboard.js').DashboardFilters}} spec  `dashboard`: the
+ *   filters of the `dashboard` subscribe (the figures the page shows)
  */
 export async function startPage(spec) {
   const session = requireSession();
@@ -300,6 +302,7 @@ export async function startPage(spec) {
     resources: spec.resources ?? [],
     topics: typeof spec.topics === 'function' ? spec.topics(session) : spec.topics ?? [],
     keep: view ? { purchase_request_changed: view } : {},
+    dashboard: spec.dashboard,
     pollInterval: knobs.poll ?? 3000,
     backoffMax: knobs.backoff ?? 30000,
   });

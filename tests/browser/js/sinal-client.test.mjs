@@ -8,12 +8,14 @@ import { test } from 'node:test';
 import { format } from 'node:util';
 
 import { ResourceStore, SinalClient, SinalError } from '../../../web/sinal-client.js';
+import { DashboardCopy } from '../../../web/sinal-dashboard.js';
 
 const HTTP = process.env.SINAL_HTTP_URL ?? '';
 const WS = process.env.SINAL_WS_URL ?? '';
 const TOKENS = JSON.parse(process.env.SINAL_TOKENS ?? '{}');
 const TOPIC = 'purchase_request_changed';
 const DEAD_WS = 'ws://127.0.0.1:9/ws'; // the discard port: nothing listens there
+const FIGURES = ['requestsByStatus', 'pendingByLevel', 'requestsByDepartment'];
 
 if (!(HTTP && WS && TOKENS.admin)) {
   throw new Error('run through tests/browser/test_client_js.py, which starts a node');
@@ -61,7 +63,8 @@ function view(client) {
 /** Resolve once condition() holds: checked on every client event, and every 20 ms. */
 function waitFor(client, condition, what, timeout = 15000) {
   return new Promise((resolve, reject) => {
-    const events = ['change', 'reset', 'state', 'notification', 'topic', 'welcome', 'broadcast'];
+    const events = ['change', 'reset', 'state', 'notification', 'topic', 'welcome', 'broadcast',
+      'dashboard'];
     const finish = (error) => {
       clearTimeout(timer);
       clearInterval(ticker);
@@ -115,6 +118,21 @@ function trackedWebSocket() {
   return control;
 }
 
+/** GET /api/dashboard's figures (the REST twin of the `dashboard` topic), as `role` sees them. */
+async function restFigures(role = 'admin', names = FIGURES) {
+  const body = await api(role, 'GET', `/api/dashboard?aggregates=${names.join(',')}`);
+  return { offset: body.offset, figures: Object.fromEntries(names.map((n) => [n, body[n]])) };
+}
+
+function sameFigures(a, b) {
+  try {
+    assert.deepEqual(a, b);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function client(options = {}) {
   return new SinalClient({ httpUrl: HTTP, wsUrl: WS, token: TOKENS.admin, resources: [TOPIC],
     pollInterval: 100, backoffBase: 50, backoffMax: 400, ...options });
@@ -137,6 +155,33 @@ test('a store applies changes once, in offset order, and says what changed', () 
   assert.deepEqual(seen.map((d) => [d.op, d.id, d.previous?.status ?? null]),
     [['update', 'a', 'draft'], ['insert', 'b', null], ['delete', 'a', 'pending_a1']]);
 });
+
+test('dashboard figures: a snapshot replaces, an update patches, a resync forgets the offset',
+  () => {
+    const copy = new DashboardCopy({ aggregates: ['requestsByStatus', 'lateOrders'] });
+    assert.equal(copy.update({ offset: 5, today: '2026-11-30', aggregates: { lateOrders: 1 } }),
+      null, 'no copy to patch');
+    assert.deepEqual(copy.subscribeMessage(), { event: 'subscribe', events: ['dashboard'],
+      ref: 'sub:dashboard', filters: { aggregates: ['requestsByStatus', 'lateOrders'] } });
+    copy.receive({ event: 'dashboard_snapshot', offset: 10, today: '2026-11-30', window: '30d',
+      aggregates: { requestsByStatus: { draft: 2 }, lateOrders: 0 } });
+    assert.deepEqual(copy.receive({ event: 'dashboard_update', offset: 12, today: '2026-12-01',
+      aggregates: { requestsByStatus: { draft: 1, pending_a1: 1 } } }), ['requestsByStatus']);
+    assert.deepEqual(copy.figures, { offset: 12, today: '2026-12-01', window: '30d',
+      aggregates: { requestsByStatus: { draft: 1, pending_a1: 1 }, lateOrders: 0 } });
+    assert.deepEqual(copy.update({ offset: 11, today: '2026-12-01',
+      aggregates: { lateOrders: 3 } }), [], 'older than the copy: ignored');
+    assert.equal(copy.figures.aggregates.lateOrders, 0);
+    assert.deepEqual(copy.subscribeMessage().since, { dashboard: 12 });
+    copy.forget(); // e.g. resync permissions_changed: the figures were of the old grants
+    assert.equal(copy.subscribeMessage().since, undefined);
+    assert.equal(copy.figures.offset, 12, 'still shown until the snapshot');
+    assert.deepEqual(copy.fromRest({ offset: 20, today: '2026-12-01', window: '30d', etag: 'x',
+      requestsByStatus: {}, lateOrders: 4 }), ['requestsByStatus', 'lateOrders']);
+    assert.deepEqual(copy.figures.aggregates, { requestsByStatus: {}, lateOrders: 4 });
+    assert.equal(copy.since, 20);
+    assert.equal(copy.query(), '?aggregates=requestsByStatus%2ClateOrders');
+  });
 
 test('options are checked', () => {
   assert.throws(() => new SinalClient({ wsUrl: WS }), /token/);
@@ -301,8 +346,8 @@ test('views, optional topics and notifications', async () => {
     await waitFor(approver, () => approver.state === 'live', 'live');
     await waitFor(approver, () => approver.topicStatus.get('no_such_topic') === 'unavailable',
       'unknown_topic');
-    // `dashboard` is served by newer nodes: either answer is fine, but it must be settled
-    assert.ok(['subscribed', 'unavailable'].includes(approver.topicStatus.get('dashboard')));
+    assert.equal(approver.topicStatus.get('dashboard'), 'subscribed');
+    assert.deepEqual(approver.dashboard.aggregates.pendingByLevel['2'], undefined); // level 1's
     const request = await createRequest('for-a1');
     await waitFor(approver, () => approver.store(TOPIC).get(request.id)?.status === 'pending_a1',
       'the card in pending_a1');
@@ -319,6 +364,110 @@ test('views, optional topics and notifications', async () => {
     assert.equal(new Set(ids).size, ids.length, 'no notification twice');
   } finally {
     approver.stop();
+  }
+});
+
+test('dashboard: a snapshot, an update after a write, equal to GET /api/dashboard; resumed '
+  + 'with since', async () => {
+  const ws = trackedWebSocket();
+  let away = false; // the node unreachable: no socket, and no REST either
+  const awayFetch = (url, init) => (away ? Promise.reject(new TypeError('unreachable'))
+    : fetch(url, init));
+  // orders' figures too: a purchase request does not move them, so updates carry only some
+  // figures and the client must keep the others
+  const names = [...FIGURES, 'ordersByDeliveryStatus'];
+  const c = client({ resources: [], topics: ['dashboard'], dashboard: { aggregates: names },
+    WebSocket: ws.WebSocket, fetch: awayFetch });
+  const seen = [];
+  c.on('dashboard', ({ dashboard, kind, names: moved }) => {
+    seen.push({ kind, names: moved, dashboard });
+  });
+  try {
+    assert.equal(c.dashboard, null);
+    await c.start();
+    await waitFor(c, () => c.state === 'live', 'live');
+    assert.equal(c.topicStatus.get('dashboard'), 'subscribed');
+    assert.throws(() => c.store('dashboard'), /not following/); // figures, not rows
+    const subscribe = ws.sent.find((m) => m.event === 'subscribe');
+    assert.deepEqual(subscribe.events, ['dashboard']);
+    assert.deepEqual(subscribe.filters, { aggregates: names });
+    assert.equal(subscribe.since, undefined);
+    assert.deepEqual(seen.map((e) => e.kind), ['snapshot']); // live once the figures are here
+    const first = c.dashboard;
+    assert.equal(seen[0].dashboard, first);
+    assert.deepEqual(Object.keys(first.aggregates).sort(), [...names].sort());
+    assert.deepEqual(seen[0].names.sort(), [...names].sort());
+    assert.equal(first.window, '30d');
+    assert.match(first.today, /^\d{4}-\d{2}-\d{2}$/);
+    assert.equal(typeof first.offset, 'number');
+
+    const request = await createRequest('dashboard'); // submitted: pending at level 1
+    const after = await restFigures('admin', names);
+    const level1 = (figures) => figures.pendingByLevel['1'] ?? 0;
+    assert.equal(level1(after.figures), level1(first.aggregates) + 1, 'the write moved them');
+    await waitFor(c, () => sameFigures(c.dashboard.aggregates, after.figures),
+      'the figures of GET /api/dashboard');
+    const updates = seen.filter((e) => e.kind === 'update');
+    assert.ok(updates.length >= 1, JSON.stringify(seen.map((e) => e.kind)));
+    assert.ok(c.dashboard.offset > first.offset);
+    for (const update of updates) {
+      assert.ok(update.names.every((n) => FIGURES.includes(n)), update.names); // what moved
+    }
+    assert.equal(c.dashboard.window, '30d'); // an update keeps what it does not carry
+    const department = String(request.department_id);
+    assert.equal(c.dashboard.aggregates.requestsByDepartment[department].pending_a1.count,
+      after.figures.requestsByDepartment[department].pending_a1.count);
+
+    // a dropped socket: the figures are resumed from their offset, not sent again whole
+    const held = c.dashboard.offset;
+    const kinds = seen.length;
+    away = true;
+    ws.blocked = true;
+    ws.sockets.at(-1).close();
+    await waitFor(c, () => c.state === 'reconnecting', 'the node out of reach');
+    await api('approver_a1', 'POST', `/api/purchase-requests/${request.id}/approve`, {});
+    const later = await restFigures('admin', names); // once they include the approval
+    away = false;
+    ws.blocked = false;
+    await waitFor(c, () => c.stats.connects === 2 && c.state === 'live', 'a second session');
+    const resumed = ws.sent.filter((m) => m.event === 'subscribe').at(-1);
+    assert.deepEqual(resumed.since, { dashboard: held });
+    assert.deepEqual(resumed.filters, { aggregates: names }); // the same subscription
+    await waitFor(c, () => sameFigures(c.dashboard.aggregates, later.figures),
+      'the figures after the approval');
+    assert.deepEqual(seen.slice(kinds).map((e) => e.kind), ['update']);
+    assert.equal(level1(c.dashboard.aggregates), level1(first.aggregates));
+  } finally {
+    c.stop();
+  }
+});
+
+test('dashboard without a socket: GET /api/dashboard polled with its ETag, then the socket '
+  + 'resumes from that offset', async () => {
+  const ws = trackedWebSocket();
+  ws.blocked = true;
+  const c = client({ resources: [], topics: ['dashboard'], dashboard: { aggregates: FIGURES },
+    WebSocket: ws.WebSocket, token: TOKENS.approver_a1 });
+  const kinds = [];
+  c.on('dashboard', ({ kind }) => kinds.push(kind));
+  try {
+    await c.start();
+    await waitFor(c, () => c.state === 'polling' && c.dashboard !== null, 'polled figures');
+    await waitFor(c, () => c.stats.notModified > 0, 'a 304');
+    await createRequest('dashboard-polled');
+    const after = await restFigures('approver_a1');
+    await waitFor(c, () => sameFigures(c.dashboard.aggregates, after.figures),
+      'the polled figures after the write');
+    assert.deepEqual([...new Set(kinds)], ['rest']);
+    assert.equal(c.stats.connects, 0);
+    const held = c.dashboard.offset;
+    ws.blocked = false;
+    await waitFor(c, () => c.state === 'live', 'live');
+    const subscribe = ws.sent.find((m) => m.event === 'subscribe');
+    assert.deepEqual(subscribe.since, { dashboard: held });
+    assert.deepEqual(c.dashboard.aggregates, after.figures);
+  } finally {
+    c.stop();
   }
 });
 
