@@ -533,3 +533,28 @@ def test_workers_markdown_has_ratios_and_placement() -> None:
     assert "| `--workers 1` (one node direct) at 200/s | 1,000,000 | 200.1 | 900,000 | 1.00 |" \
         in text
     assert "RuntimeError('nginx')" in text
+
+
+def test_follow_window_and_fit() -> None:
+    from bench.follow import fit, window
+
+    def snap(t: float, head: int, reads: int, changes: int, cpu: float) -> dict[str, Any]:
+        stats = {"reads": reads, "pings": 1, "changesRead": changes, "emptyReads": 0,
+                 "wakeups": reads, "echoes": 0, "position": head - 1}
+        return {"t": t, "head": head, "xact": 0, "stats": [stats, stats],
+                "listenerCpu": [cpu, cpu], "pgListenerCpu": 2 * cpu, "pgWriterCpu": 0.0}
+
+    row = window(snap(10.0, 100, 50, 100, 1.0), snap(12.0, 2100, 1050, 2100, 1.5), 2)
+    assert row["sequencerRowsPerSecond"] == 1000.0
+    assert row["readsPerSecondPerListener"] == 500.0
+    assert row["changesPerRead"] == 2.0
+    assert row["pgListenersCpuPercent"] == 50.0 and row["pgCpuPercentPerListener"] == 25.0
+    assert row["pgUsPerRead"] == 500.0  # 1 s of backend CPU over 2,000 reads
+    assert row["maxLagAtEnd"] == 1
+    rows = [{"listeners": k, "rate": 1000.0, "pgListenersCpuPercent": 25.0 + 5.0 * k}
+            for k in (1, 2, 4, 8)]
+    fitted = fit(rows, 1000.0)
+    assert fitted is not None
+    assert fitted["cpuPercentPerListener"] == 5.0 and fitted["interceptPercent"] == 25.0
+    assert fitted["listenersPerPostgresCore"] == 15
+    assert fit(rows, 200.0) is None
