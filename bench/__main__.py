@@ -5,6 +5,7 @@
     python -m bench connections --connections 5000
     python -m bench connections --connections 100000 --workers 2 --stacks sinal
     python -m bench rest scenario --no-pin
+    python -m bench workers                # 1 vs 2 workers, 1 node vs 2 behind nginx
     python -m bench aggregates --dashboard-subscribers 1000
 
 Every part uses one throw-away database (`sinal_bench_<stamp>_<pid>`, created on the
@@ -41,15 +42,17 @@ from bench.report import write
 from bench.rest import RestOptions, run_rest
 from bench.scenario import ScenarioOptions, run_scenario
 from bench.storms import StormOptions, run_connect, run_notify
+from bench.workers import WorkersOptions, run_workers
 
 PARTS = ("fanout", "connections", "rest", "scenario", "aggregates", "notify", "connect",
-         "memory")
+         "memory", "workers")
 DEFAULT_PARTS = ("fanout", "connections", "rest", "scenario", "aggregates")
 # the connections part's steps below its target (RSS after each: the plot)
 CONNECTION_STEPS = (1000, 2500, 5000, 7500, 10_000, 25_000, 50_000, 75_000)
 # rough seconds each part needs on 2 cores with the default options (for --budget)
 ESTIMATES = {"fanout": 200.0, "connections": 80.0, "rest": 35.0, "scenario": 80.0,
-             "aggregates": 40.0, "notify": 120.0, "connect": 240.0, "memory": 90.0}
+             "aggregates": 40.0, "notify": 120.0, "connect": 240.0, "memory": 90.0,
+             "workers": 170.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -197,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         "connect": lambda db, wd: run_connect(db, wd, StormOptions(
             connects=[int(n) for n in args.connects.split(",") if n], stacks=stacks,
             pin=pin, profile_seconds=0 if args.no_profile else 8.0, **storm_client), log),
+        # its own database per configuration (bench/workers.py), not the shared one
+        "workers": lambda db, wd: run_workers(WorkersOptions(
+            wrk_seconds=args.wrk_seconds,
+            clients=max(int(n) for n in args.clients.split(",") if n),
+            rates=tuple(sorted({args.rate, 1000.0}))), log),
         "memory": lambda db, wd: run_memory(db, wd, MemoryOptions(
             connections=args.memory_connections, heartbeat_ms=args.heartbeat_ms, pin=pin), log),
     }

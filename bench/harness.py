@@ -124,6 +124,44 @@ def _version(cmd: list[str]) -> str | None:
     return text[0] if text else None
 
 
+class OthersMeter:
+    """CPU used over a window by the processes that are not this bench's: every process
+    but this one and its descendants (servers and their workers, nginx, wrk, load clients,
+    the writer), PostgreSQL's processes excluded (they serve the bench). Another user's
+    load on a shared machine shows here. A process that starts and ends inside the
+    window is missed; one that starts inside it counts from its start. (The machine-wide
+    busy time of /proc/stat is not used: it is sampled at timer ticks and misses much
+    of a paced load such as the writer's.)"""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.cpu0: dict[tuple[int, float], float] = {}
+
+    @staticmethod
+    def _sample() -> dict[tuple[int, float], float]:
+        me = psutil.Process()
+        mine = {me.pid, *(c.pid for c in me.children(recursive=True))}
+        out: dict[tuple[int, float], float] = {}
+        for proc in psutil.process_iter(["name", "create_time", "cpu_times"]):
+            info = proc.info
+            if proc.pid in mine or info["name"] == "postgres" or info["cpu_times"] is None:
+                continue
+            times = info["cpu_times"]
+            out[(proc.pid, info["create_time"])] = times.user + times.system
+        return out
+
+    def mark(self) -> None:
+        self.t0 = time.perf_counter()
+        self.cpu0 = self._sample()
+
+    def percent(self) -> float:
+        wall = max(1e-9, time.perf_counter() - self.t0)
+        now = self._sample()
+        used = sum(cpu - self.cpu0.get(key, 0.0) for key, cpu in now.items()
+                   if key in self.cpu0 or key[1] >= time.time() - wall)
+        return round(100 * used / wall, 1)
+
+
 def other_load() -> float:
     """CPU% used by processes that are not this bench's (the shared box's background)."""
     mine = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report_storms import storm_markdown, storm_targets
+from bench.report_workers import section as workers_section
 
 NA = "n/a"
 STACK_COLORS = {"sinal": "tab:blue", "peer": "tab:orange"}
@@ -355,6 +356,9 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   f"{_fmt(agg.get('fanoutUsPerTopicChange'), 2)} us per purchase-request "
                   "change it fanned out.)", ""]
     lines += storm_markdown(results)
+    workers = results.get("workers")
+    if workers and "error" not in workers:
+        lines += ["## Workers and nodes (issue #11)", "", *workers_section(workers)]
     notes = results.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -562,3 +562,99 @@ def test_loadgen_sends_each_connection_its_own_token() -> None:
     assert not errors, errors
     assert report["ready"] == 5 and report["failed"] == {}
     assert tokens == {f"127.0.0.{2 + (7 + j) % 6}": users[j] for j in range(5)}
+
+
+# --------------------------------------------------------------------------- issue #11
+
+
+class _FixedMeter:
+    def __init__(self, cpu: float, wall: float, rss: float) -> None:
+        self.marked = 0
+        self.result = {"cpuSeconds": cpu, "cpuPercent": round(100 * cpu / wall, 1),
+                       "rssMb": rss, "peakRssMb": rss, "wallSeconds": wall}
+
+    def mark(self) -> None:
+        self.marked += 1
+
+    def window(self) -> dict[str, float]:
+        return dict(self.result)
+
+
+def test_group_meter_sums_the_nodes_and_keeps_nginx_apart() -> None:
+    from bench.workers import GroupMeter
+
+    parts = {"node0": _FixedMeter(1.0, 2.0, 100), "node1": _FixedMeter(0.5, 2.0, 50),
+             "nginx": _FixedMeter(3.0, 2.0, 10)}
+    meter = GroupMeter(parts, ("node0", "node1"))  # type: ignore[arg-type]
+    meter.mark()
+    assert all(p.marked == 1 for p in parts.values())
+    window = meter.window()
+    assert window["cpuSeconds"] == 1.5 and window["cpuPercent"] == 75.0
+    assert window["rssMb"] == 150
+    assert meter.last["nginx"]["cpuSeconds"] == 3.0
+
+
+def test_workers_ratios_are_against_one_worker() -> None:
+    from bench.workers import ratios as worker_ratios
+
+    runs = {"workers1": {"requestsPerSecond": 3000, "latencyMs": {"p99": 20.0}},
+            "workers2": {"requestsPerSecond": 5700, "latencyMs": {"p99": 10.0}},
+            "nginx2": {"error": "nginx exited"}}
+    out = worker_ratios(runs, {"rps": "requestsPerSecond", "p99": "latencyMs.p99"})
+    assert out == {"workers2": {"rps": 1.9, "p99": 0.5}, "nginx2": {"rps": None, "p99": None}}
+
+
+def test_workers_markdown_has_ratios_and_placement() -> None:
+    from bench.report_workers import markdown as workers_markdown
+
+    phase = {"offeredFramesPerSecond": 1_000_000, "commitRate": 200.1,
+             "framesPerSecond": 900_000, "delivered": 1.0,
+             "latencyMs": {"p50": 40.0, "p99": 90.0}, "serverCpuPercent": 88.0,
+             "serverUsPerFrame": 0.97, "clientCpuPercent": 50.0, "postgresCpuPercent": 2.0}
+    results = {
+        "startedAt": "2026-11-30 08:00:00 UTC", "command": "python -m bench.workers",
+        "backgroundCpuPercent": 1.0, "seconds": 90,
+        "machine": {"cpus": 2, "cpuModel": "x", "memoryMb": 1024, "loadAverage": [0, 0, 0],
+                    "postgres": "15", "wrk": "wrk"},
+        "placement": "nothing pinned",
+        "options": {"wrk_connections": 64, "wrk_threads": 2, "wrk_seconds": 8.0,
+                    "clients": 5000, "rates": (200.0,), "paced_seconds": 2.0,
+                    "max_deliveries": 5_000_000},
+        "rest304": {"runs": {"workers1": {"requestsPerSecond": 3000, "latencyMs": {}},
+                             "workers2": {"requestsPerSecond": 5700, "latencyMs": {}}},
+                    "ratios": {"workers2": {"requestsPerSecond": 1.9}}},
+        "fanout": {"runs": {"workers1": {"phases": {"200": phase}},
+                            "nginx2": {"error": "RuntimeError('nginx')", "phases": {}}},
+                   "ratios": {"200": {"nginx2": {"framesPerSecond": None}}}},
+    }
+    text = workers_markdown(results)
+    assert "nothing pinned" in text
+    assert "| `--workers 2` (SO_REUSEPORT) | 5,700 | 1.90x |" in text
+    assert "| `--workers 1` (one node direct) at 200/s | 1,000,000 | 200.1 | 900,000 | 1.00 |" \
+        in text
+    assert "RuntimeError('nginx')" in text
+
+
+def test_follow_window_and_fit() -> None:
+    from bench.follow import fit, window
+
+    def snap(t: float, head: int, reads: int, changes: int, cpu: float) -> dict[str, Any]:
+        stats = {"reads": reads, "pings": 1, "changesRead": changes, "emptyReads": 0,
+                 "wakeups": reads, "echoes": 0, "position": head - 1}
+        return {"t": t, "head": head, "xact": 0, "stats": [stats, stats],
+                "listenerCpu": [cpu, cpu], "pgListenerCpu": 2 * cpu, "pgWriterCpu": 0.0}
+
+    row = window(snap(10.0, 100, 50, 100, 1.0), snap(12.0, 2100, 1050, 2100, 1.5), 2)
+    assert row["sequencerRowsPerSecond"] == 1000.0
+    assert row["readsPerSecondPerListener"] == 500.0
+    assert row["changesPerRead"] == 2.0
+    assert row["pgListenersCpuPercent"] == 50.0 and row["pgCpuPercentPerListener"] == 25.0
+    assert row["pgUsPerRead"] == 500.0  # 1 s of backend CPU over 2,000 reads
+    assert row["maxLagAtEnd"] == 1
+    rows = [{"listeners": k, "rate": 1000.0, "pgListenersCpuPercent": 25.0 + 5.0 * k}
+            for k in (1, 2, 4, 8)]
+    fitted = fit(rows, 1000.0)
+    assert fitted is not None
+    assert fitted["cpuPercentPerListener"] == 5.0 and fitted["interceptPercent"] == 25.0
+    assert fitted["listenersPerPostgresCore"] == 15
+    assert fit(rows, 200.0) is None
