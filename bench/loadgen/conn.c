@@ -18,6 +18,9 @@
 #include "loadgen.h"
 
 #define MAX_MESSAGE (64u << 20)
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h, since Linux 4.2 */
+#endif
 #define ADDRESS_BLOCKS 16 /* blocks of source addresses tried when ports run out */
 
 int64_t now_mono_ns(void)
@@ -135,9 +138,13 @@ void conn_open(conn *c)
         c->fd = fd;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (G.source_addrs > 0) {
-            /* bind(address, 0) picks the port now, among this address's own ports: each
-               source address has the whole ephemeral range */
+            /* bind(address, 0) with IP_BIND_ADDRESS_NO_PORT: the port is picked at connect
+               time, by the whole 4-tuple, among this address's own ports (each source
+               address has the whole ephemeral range). Without the option bind() must find
+               a port unused on the address, which takes longer the more are in use (most
+               of the client's CPU past 25,000 connections per address). */
             const char *what = "bind";
+            setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
             memset(&src, 0, sizeof src);
             src.sin_family = AF_INET;
             src.sin_addr.s_addr = htonl(0x7f000000u + (uint32_t)G.source_base
