@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             return _serve_workers(args, config, prepared.url, workers)
 
         async def main() -> None:
-            node = Node(config, prepared.url)
+            node = Node(config, prepared.url, gc_freeze=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, node, nursery.cancel_scope)
                 await nursery.start(node.run)

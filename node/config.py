@@ -220,6 +220,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SINAL_DRAIN_TIMEOUT", "1000", _int_parser(0, 600_000, " of milliseconds"),
             "on SIGTERM, ms during which readiness answers 503 before sockets are closed "
             "with server_shutdown"),
+    Setting("SINAL_GC_FULL_INTERVAL", "600", _int_parser(0, 86_400, " of seconds"),
+            "seconds between the process's full garbage collections, which Sinal runs "
+            "itself instead of CPython's automatic ones (0: CPython's own policy)"),
     Setting("TRUSTED_PROXIES", "", _proxies,
             "addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is "
             "believed; empty: the peer address is the client"),
@@ -322,6 +325,7 @@ class Config:
     sinal_workers: int = 1
     sinal_reuse_port: bool = False
     sinal_drain_timeout: int = 1000
+    sinal_gc_full_interval: int = 600
     trusted_proxies: str = ""
     # Names of the settings that were given explicitly (not defaults).
     explicit: frozenset[str] = field(default_factory=frozenset)

@@ -160,7 +160,8 @@ def status_tree(node: Node) -> dict[str, Any]:
     return {"node": node.node_id, "tree": tree, "cluster": cluster,
             "realtime": node.hub.describe() if node.hub else None,
             "listener": node.listener.describe() if node.listener else None,
-            "aggregates": node.aggregates.describe() if node.aggregates else None}
+            "aggregates": node.aggregates.describe() if node.aggregates else None,
+            "gc": node.collector.describe() if node.collector else None}
 
 
 def health_metrics(node: Node) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """One Sinal node: its supervisor tree.
 
     sinal (one_for_one)
+    ├── garbage_collector         full collections on a timer (SINAL_GC_FULL_INTERVAL)
     ├── http                      Quart-Trio on HTTP_PORT (health, REST, status)
     └── realtime (rest_for_one)
         ├── topics (one_for_one)  one Topic actor per topic
@@ -49,6 +50,7 @@ from sinal.actors.aggregates import AggregatesActor
 from sinal.actors.audit import AuditWriter
 from sinal.actors.bus import ClusterBus
 from sinal.actors.cluster import ClusterPresence
+from sinal.actors.collector import GarbageCollector
 from sinal.actors.delivery_watch import DeliveryWatch
 from sinal.actors.housekeeping import Housekeeping
 from sinal.actors.hub import Hub
@@ -199,6 +201,10 @@ class Node:
     bus: ClusterBus | None = None
     cluster_interval: float = 5.0
     listener_poll_interval: float = 1.0
+    # full garbage collections on a timer (SINAL_GC_FULL_INTERVAL; actors/collector.py);
+    # gc_freeze: freeze what exists at start (`sinal serve` sets it; a test process does not)
+    collector: GarbageCollector | None = None
+    gc_freeze: bool = False
     clock: Callable[[], datetime] = utc_now  # the dashboard's day (tests inject theirs)
     aggregates: AggregatesActor | None = None
     # what the HTTP side reads of the aggregates (read-only; domain.aggregates)
@@ -360,9 +366,13 @@ class Node:
             ],
             SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=5, period=30),
         )
+        if config.sinal_gc_full_interval > 0:
+            self.collector = GarbageCollector(config.sinal_gc_full_interval,
+                                              freeze=self.gc_freeze, registry=registry)
         return Supervisor(
             "sinal",
-            [ChildSpec(name="http", start=self.serve_http, kind="http_server"),
+            [*([ChildSpec.of(self.collector)] if self.collector else []),
+             ChildSpec(name="http", start=self.serve_http, kind="http_server"),
              ChildSpec.of(realtime)],
             SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=3, period=30),
         )
