@@ -48,7 +48,7 @@ from typing import Any
 
 import psutil
 
-from bench.harness import BenchDatabase, OthersMeter, machine_info, other_load
+from bench.harness import BenchDatabase, OthersMeter, machine_info, other_load, write_report
 from bench.writer import WritePlan, Writer
 
 RESULTS = Path(__file__).parent / "results"
@@ -373,13 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"] += measure_k(db, k, rates, args.seconds, log)
     results["fits"] = [fit(results["runs"], rate) for rate in rates if rate]
     results["seconds"] = round(time.monotonic() - t0, 1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"follow-{stamp}.json").write_text(json.dumps(results, indent=2))
-    md = RESULTS / f"follow-{stamp}.md"
-    md.write_text(markdown(results))
-    log(f"wrote {md} and {md.with_suffix('.json').name}")
-    print()
-    print(md.read_text())
+    write_report(RESULTS, f"follow-{stamp}", results, markdown(results), log)
     return 0
 
 

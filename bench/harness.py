@@ -465,3 +465,17 @@ def sinal_server(db: BenchDatabase, workdir: Path, *, cpus: frozenset[int] = fro
 def workdir(prefix: str = "sinal-bench-") -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as path:
         yield Path(path)
+
+
+def write_report(directory: Path, name: str, results: dict[str, Any], text: str,
+                 log: Any) -> Path:
+    """`<name>.json` (every number) and `<name>.md` (`text`) in `directory`; says so with
+    `log` and prints the markdown."""
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(results, indent=2))
+    md = directory / f"{name}.md"
+    md.write_text(text)
+    log(f"wrote {md} and {md.with_suffix('.json').name}")
+    print()
+    print(text)
+    return md

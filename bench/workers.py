@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import resource
 import signal
@@ -69,6 +68,7 @@ from bench.harness import (
     raise_fd_limit,
     sinal_server,
     workdir,
+    write_report,
 )
 from bench.loadclient import ClientPlan
 from bench.loadgen import open_clients
@@ -442,13 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         f"configs {', '.join(options.configs)}")
     results.update(run_workers(options, log))
     results["seconds"] = round(time.monotonic() - t0, 1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"workers-{stamp}.json").write_text(json.dumps(results, indent=2))
-    md = RESULTS / f"workers-{stamp}.md"
-    md.write_text(markdown(results))
-    log(f"wrote {md} and {md.with_suffix('.json').name}")
-    print()
-    print(md.read_text())
+    write_report(RESULTS, f"workers-{stamp}", results, markdown(results), log)
     return 0
 
 
