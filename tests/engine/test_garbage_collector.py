@@ -5,6 +5,7 @@ back when the last holder stops. Virtual time."""
 from __future__ import annotations
 
 import gc
+import weakref
 
 import trio
 import trio.testing
@@ -22,17 +23,26 @@ async def test_full_collections_run_on_the_timer_not_automatically(
         autojump_clock: trio.testing.MockClock) -> None:
     before = gc.get_threshold()
     first = GarbageCollector(60.0, registry=Registry())
-    second = GarbageCollector(60.0, registry=Registry())
+    second = GarbageCollector(3600.0, registry=Registry())  # never ticks in this test
     async with trio.open_nursery() as nursery:
         await nursery.start(first.run)
         await nursery.start(second.run)
         assert gc.get_threshold() == (before[0], before[1], NO_AUTOMATIC_FULL)
-        for _ in range(100):
-            Cycle()  # garbage that only a collection frees
-        await trio.sleep(59)
+        # cycles that reach the oldest generation, then become garbage: only a full
+        # collection can free them (young ones are freed by CPython's young collections)
+        held = [Cycle() for _ in range(100)]
+        gc.collect(1)  # the survivors move to the oldest generation
+        watch = [weakref.ref(c) for c in held]
+        del held
+        for _ in range(50):  # plenty of allocation: many young collections, no full one
+            junk = [[i] for i in range(10_000)]
+            del junk
+            await trio.sleep(1)
         assert first.collections == 0
-        await trio.sleep(2)
+        assert all(ref() is not None for ref in watch)
+        await trio.sleep(11)
         assert first.collections == 1 and first.collected >= 100
+        assert all(ref() is None for ref in watch)
         status = first.describe()
         assert status["fullCollections"] == 1 and status["lastPauseMs"] >= 0
         first.ref.request_stop()
