@@ -8,9 +8,11 @@ node and worker of the cluster (admins only: 403 otherwise).
 of those roles. Every socket that is connected when it is sent gets one `broadcast` frame
 (docs/protocol.md); nothing is kept for users who are not. With Redis the message goes
 over the cluster bus (pub/sub) to every process: 202 with `scope: "cluster"` and
-`processes`, how many received it. Without Redis, or while Redis does not answer, only
-the process that took the request delivers it: `scope: "node"` (behind several workers
-or nodes that is a part of the users). The audit trail records who sent what.
+`processes`, how many received it (each delivers it to its own sockets as it arrives, so
+`sockets` is 0). Without Redis, or while Redis does not answer, only the process that
+took the request delivers it: `scope: "node"` and `sockets`, how many of its sockets
+took it (behind several workers or nodes that is a part of the users). The audit trail
+records who sent what.
 """
 
 from __future__ import annotations
