@@ -1,6 +1,7 @@
-"""The guides cite only what exists: every path and every code name that docs/actors.md and
-docs/architecture.md put in backticks is checked against the repository and the `sinal`
-package, and docs/architecture.md keeps the section titles other files cite.
+"""The guides cite only what exists: every path and every code name that docs/actors.md,
+docs/architecture.md and docs/operations.md put in backticks is checked against the
+repository and the `sinal` package, and docs/architecture.md keeps the section titles
+other files cite.
 
 The rules, kept simple on purpose:
 
@@ -50,7 +51,11 @@ import sinal
 from sinal.node.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("docs/actors.md", "docs/architecture.md")
+DOCS = ("docs/actors.md", "docs/architecture.md", "docs/operations.md")
+# how many paths and names the extraction must find in each (fewer: it is broken); the
+# operations guide names few things in backticks
+AT_LEAST = {"docs/actors.md": (5, 20), "docs/architecture.md": (5, 20),
+            "docs/operations.md": (1, 4)}
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 DECISIONS = (
@@ -183,14 +188,14 @@ def resolves(name: str) -> bool:
 @pytest.mark.parametrize("doc", DOCS)
 def test_cited_paths_exist(doc: str) -> None:
     paths = cited(doc, "path")
-    assert len(paths) >= 5, f"{doc}: the extraction found almost no paths"
+    assert len(paths) >= AT_LEAST[doc][0], f"{doc}: the extraction found almost no paths"
     assert [p for p in paths if not (ROOT / p).exists()] == []
 
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_cited_names_resolve(doc: str) -> None:
     names = cited(doc, "name")
-    assert len(names) >= 20, f"{doc}: the extraction found almost no names"
+    assert len(names) >= AT_LEAST[doc][1], f"{doc}: the extraction found almost no names"
     assert [n for n in names if not resolves(n)] == []
 
 
