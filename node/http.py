@@ -263,6 +263,17 @@ class _RealtimeCollector(Collector):
             read = CounterMetricFamily("sinal_listener_changes_read", "Changes read from the log")
             read.add_metric([], listener.changes_read)
             yield read
+        collector = node.collector
+        if collector is not None:
+            full = CounterMetricFamily("sinal_gc_full_collections",
+                                       "Full garbage collections run by the garbage_collector")
+            full.add_metric([], collector.collections)
+            yield full
+            pause = GaugeMetricFamily("sinal_gc_last_full_pause_seconds",
+                                      "How long the last full garbage collection paused "
+                                      "the process")
+            pause.add_metric([], collector.last_pause)
+            yield pause
 
 
 # --- the server ----------------------------------------------------------------------------

@@ -82,7 +82,8 @@ async def test_prometheus_exposition(api: Api) -> None:
            'route="/api/purchase-requests"}' in text
     for name in ("sinal_websocket_connections 0.0", "sinal_topic_frames_out_total{",
                  "sinal_topic_subscribers{", "sinal_listener_lag ", "sinal_actor_restarts",
-                 "sinal_node_ready 1.0", "sinal_http_cache_hits_total", "sinal_actors_live"):
+                 "sinal_node_ready 1.0", "sinal_http_cache_hits_total", "sinal_actors_live",
+                 "sinal_gc_full_collections_total 0.0", "sinal_gc_last_full_pause_seconds "):
         assert name in text, name
 
 
