@@ -9,12 +9,20 @@ neighbour) full collections follow one another, each longer than the last: measu
 frame went out (a notification storm's p99 went from 6 ms to 0.9 s).
 
 With SINAL_GC_FULL_INTERVAL > 0 (the default, 600 s) this actor takes that decision
-over: at start it collects once and freezes what exists (the code, the settings, the
-tree: `gc.freeze`, never looked at again), and turns the automatic full collections off
-(the oldest generation's threshold); young collections stay as CPython runs them (they
-free the cycles a closed connection leaves). Every interval it runs one full collection
-and records how long it took (`last_pause`, shown in the status tree): garbage cycles that
-reached the oldest generation wait at most that long. 0 leaves CPython's policy alone.
+over: it turns the automatic full collections off (the oldest generation's threshold);
+young collections stay as CPython runs them (they free the cycles a closed connection
+leaves). Every interval it runs one full collection and records how long it took
+(`last_pause`, shown in the status tree and /metrics).
+
+Under `sinal serve` (`freeze`) it also freezes what survives each collection
+(`gc.freeze`: moved out of every later collection), so the next one looks only at what was
+made since: a node holding 10,000 idle sockets pauses about 0.8 s for a collection that
+looks at everything, a few milliseconds for one that looks at an interval's new objects.
+What is frozen and later becomes cyclic garbage waits for the deep collection, every
+`DEEP_EVERY` intervals (hourly by default), which unfreezes everything first. A closed
+connection is freed by reference counting (measured: 300 sockets opened, frozen, closed:
+every connection actor gone, nothing left for the deep collection), so that wait costs
+little. 0 leaves CPython's policy alone.
 
 The policy is the process's: with several nodes in one process (tests) the first one to
 start takes it and the last one to stop gives it back.
@@ -30,6 +38,7 @@ from sinal.engine.periodic import PeriodicActor
 from sinal.engine.registry import Registry
 
 COLLECTOR_NAME = "garbage_collector"
+DEEP_EVERY = 6  # every 6th collection looks at frozen objects too
 NO_AUTOMATIC_FULL = 1_000_000_000  # the oldest generation's threshold: in effect, never
 
 _holders = 0
@@ -59,8 +68,9 @@ class GarbageCollector(PeriodicActor):
     def __init__(self, interval: float, *, freeze: bool = False,
                  registry: Registry | None = None) -> None:
         super().__init__(COLLECTOR_NAME, interval, registry=registry)
-        self.freeze = freeze  # freeze what exists at start (a real process; not in tests)
+        self.freeze = freeze  # freeze survivors (a real process; not in tests)
         self.collections = 0
+        self.deep_collections = 0
         self.collected = 0
         self.last_pause = 0.0  # seconds the last full collection took
         self.longest_pause = 0.0
@@ -76,13 +86,20 @@ class GarbageCollector(PeriodicActor):
 
     async def tick(self) -> None:
         started = time.perf_counter()
+        deep = self.freeze and (self.collections + 1) % DEEP_EVERY == 0
+        if deep:
+            gc.unfreeze()
         self.collected += gc.collect()
+        if self.freeze:
+            gc.freeze()
         self.last_pause = time.perf_counter() - started
         self.longest_pause = max(self.longest_pause, self.last_pause)
         self.collections += 1
+        self.deep_collections += deep
 
     def describe(self) -> dict[str, Any]:
-        return {"fullCollections": self.collections, "collected": self.collected,
+        return {"fullCollections": self.collections, "deepCollections": self.deep_collections,
+                "collected": self.collected,
                 "lastPauseMs": round(self.last_pause * 1000, 1),
                 "longestPauseMs": round(self.longest_pause * 1000, 1),
                 "frozen": gc.get_freeze_count()}

@@ -10,7 +10,7 @@ import weakref
 import trio
 import trio.testing
 
-from sinal.actors.collector import NO_AUTOMATIC_FULL, GarbageCollector
+from sinal.actors.collector import DEEP_EVERY, NO_AUTOMATIC_FULL, GarbageCollector
 from sinal.engine.registry import Registry
 
 
@@ -50,3 +50,25 @@ async def test_full_collections_run_on_the_timer_not_automatically(
         assert gc.get_threshold()[2] == NO_AUTOMATIC_FULL  # the second still holds it
         nursery.cancel_scope.cancel()
     assert gc.get_threshold() == before  # the last one gave it back
+
+
+async def test_with_freeze_survivors_leave_later_collections_until_the_deep_one(
+        autojump_clock: trio.testing.MockClock) -> None:
+    collector = GarbageCollector(60.0, freeze=True, registry=Registry())
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(collector.run)
+            held = [Cycle() for _ in range(100)]
+            await trio.sleep(61)  # the first collection freezes them (alive)
+            assert collector.collections == 1 and gc.get_freeze_count() > 0
+            watch = [weakref.ref(c) for c in held]
+            del held  # garbage now, but frozen: ordinary collections do not see it
+            await trio.sleep(60 * (DEEP_EVERY - 2))
+            assert collector.collections == DEEP_EVERY - 1
+            assert all(ref() is not None for ref in watch)
+            await trio.sleep(60)  # the deep one unfreezes first
+            assert collector.describe()["deepCollections"] == 1
+            assert all(ref() is None for ref in watch)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
