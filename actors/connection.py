@@ -28,8 +28,9 @@ The `dashboard` topic is served by the aggregates actor (actors/aggregates.py), 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,8 @@ from sinal.websocket.frames import build_frame
 
 log = logging.getLogger("sinal.connection")
 ws_log = logging.getLogger(WS_LOGGER)
+# session ids: a generator of this process, seeded from the OS once
+_session_bits = random.Random(int.from_bytes(os.urandom(32), "big")).getrandbits
 
 RATE_WINDOW = 60.0  # seconds: over-budget frames are counted per window
 
@@ -119,7 +122,9 @@ class ConnectionActor(TopicJoining, Actor[Control]):
                  "subscriptions", "user_id", "ws")
 
     def __init__(self, ws: WebSocketConnection, hub: Hub, encoding: Encoding) -> None:
-        self.session_id = uuid.uuid4().hex
+        # unique, not secret (it names the session in presence rows and logs): 128 random
+        # bits without a system call per connection (uuid4 reads the OS's randomness)
+        self.session_id = f"{_session_bits(128):032x}"
         super().__init__(f"ws:{self.session_id[:12]}", capacity=CONTROL_INBOX,
                          registry=hub.registry, unique_name=False)
         self.ws = ws

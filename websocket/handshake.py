@@ -88,6 +88,11 @@ def _http_response(status: int, reason: str, headers: Sequence[tuple[str, str]] 
 
 
 def _remote_of(stream: trio.abc.Stream) -> str | None:
+    if isinstance(stream, RawSocketStream) and stream.peer is not None:
+        peer = stream.peer  # from accept(): no system call
+        if isinstance(peer, tuple):
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer)
     if isinstance(stream, RawSocketStream | trio.SocketStream):
         try:
             peer = stream.socket.getpeername()

@@ -29,15 +29,16 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
     TCP_NODELAY here). ``socket`` is the stdlib socket itself. Two tasks sending (or two
     receiving) at once is ``trio.BusyResourceError``, as for trio's own streams."""
 
-    __slots__ = ("_eof_sent", "_receiving", "_sending", "socket")
+    __slots__ = ("_eof_sent", "_receiving", "_sending", "peer", "socket")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peer: object = None) -> None:
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not TCP (a socketpair in tests): nothing to turn off
             pass
         self.socket = sock
+        self.peer = peer  # the address accept() returned (None: ask the socket when needed)
         self._sending = False
         self._receiving = False
         self._eof_sent = False

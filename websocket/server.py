@@ -151,7 +151,7 @@ async def _accept_loop(listener: trio.SocketListener,
         await trio.lowlevel.wait_readable(raw)
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, _ = raw.accept()
+                sock, peer = raw.accept()
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -162,7 +162,7 @@ async def _accept_loop(listener: trio.SocketListener,
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # that client gave up; the next one may not have
                 raise
-            nursery.start_soon(serve_one, RawSocketStream(sock))
+            nursery.start_soon(serve_one, RawSocketStream(sock, peer))
 
 
 async def open_reuse_port_listeners(port: int, *, host: str = "127.0.0.1",
