@@ -48,7 +48,12 @@ from typing import Any
 
 import psutil
 
-from bench.harness import BenchDatabase, OthersMeter, machine_info, other_load, write_report
+from bench.harness import (
+    BenchDatabase,
+    OthersMeter,
+    start_report,
+    write_report,
+)
 from bench.writer import WritePlan, Writer
 
 RESULTS = Path(__file__).parent / "results"
@@ -356,16 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(k) for k in args.listeners.split(",") if k]
     rates = [float(r) for r in args.rates.split(",") if r]
     t0 = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}s] {message}", flush=True)
-
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    results: dict[str, Any] = {
-        "stamp": stamp, "startedAt": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "command": "python -m bench.follow " + " ".join(sys.argv[1:] if argv is None
-                                                        else argv),
-        "machine": machine_info(), "backgroundCpuPercent": other_load(), "runs": []}
+    log, results = start_report("bench.follow", argv)
+    stamp = results["stamp"]
+    results["runs"] = []
     log(f"{results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}, other "
         f"processes {results['backgroundCpuPercent']}% CPU; K {ks}, rates {rates}")
     with BenchDatabase() as db:

@@ -479,3 +479,19 @@ def write_report(directory: Path, name: str, results: dict[str, Any], text: str,
     print()
     print(text)
     return md
+
+
+def start_report(prog: str, argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
+    """A bench entry point's log (seconds since now, flushed) and the head of its results:
+    stamp, start time, the command line, the machine and other processes' CPU."""
+    t0 = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f}s] {message}", flush=True)
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    results: dict[str, Any] = {
+        "stamp": stamp, "startedAt": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "command": f"python -m {prog} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(), "backgroundCpuPercent": other_load()}
+    return log, results

@@ -46,7 +46,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -63,10 +62,9 @@ from bench.harness import (
     ProcessMeter,
     ServerProcess,
     free_port,
-    machine_info,
-    other_load,
     raise_fd_limit,
     sinal_server,
+    start_report,
     workdir,
     write_report,
 )
@@ -427,16 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                              max_deliveries=args.max_deliveries)
     raise_fd_limit(262144)
     t0 = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f}s] {message}", flush=True)
-
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    results: dict[str, Any] = {
-        "stamp": stamp, "startedAt": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "command": "python -m bench.workers " + " ".join(sys.argv[1:] if argv is None
-                                                         else argv),
-        "machine": machine_info(), "backgroundCpuPercent": other_load()}
+    log, results = start_report("bench.workers", argv)
+    stamp = results["stamp"]
     log(f"{results['machine']['cpus']} CPUs, load {results['machine']['loadAverage']}, other "
         f"processes {results['backgroundCpuPercent']}% CPU; parts {', '.join(parts)}; "
         f"configs {', '.join(options.configs)}")
