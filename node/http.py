@@ -208,72 +208,51 @@ class _RealtimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node, hub, listener = self.node, self.node.hub, self.node.listener
-        ready = GaugeMetricFamily("sinal_node_ready", "1 once the node serves")
-        ready.add_metric([], 1 if node.ready.is_set() else 0)
-        yield ready
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        yield gauge("sinal_node_ready", "1 once the node serves",
+                    value=1 if node.ready.is_set() else 0)
         if hub is not None:
-            conns = GaugeMetricFamily("sinal_websocket_connections", "Open WebSocket sessions")
-            conns.add_metric([], hub.active_connections)
-            yield conns
-            opened = CounterMetricFamily("sinal_websocket_connections_opened",
-                                         "WebSocket sessions authenticated since start")
-            opened.add_metric([], hub.connections_total)
-            yield opened
-            refused = CounterMetricFamily("sinal_websocket_refused",
-                                          "WebSocket upgrades refused (over the limit)")
-            refused.add_metric([], hub.refused_total)
-            yield refused
-            pending = GaugeMetricFamily("sinal_websocket_pending",
-                                        "WebSocket sockets waiting to log in")
-            pending.add_metric([], hub.pending)
-            yield pending
-            refused_pending = CounterMetricFamily(
-                "sinal_websocket_refused_pending",
-                "Sockets refused for the pre-login quota or the per-address cap")
-            refused_pending.add_metric([], hub.refused_pending)
-            yield refused_pending
-            subscribers = GaugeMetricFamily("sinal_topic_subscribers", "Subscriptions by topic",
-                                            labels=["topic"])
-            head = GaugeMetricFamily("sinal_topic_head", "Last position published, by topic",
-                                     labels=["topic"])
-            frames = CounterMetricFamily("sinal_topic_frames_out",
-                                         "Frames fanned out to sockets, by topic",
-                                         labels=["topic"])
-            lagged = CounterMetricFamily("sinal_topic_lagged",
-                                         "Subscriptions ended as slow consumers, by topic",
-                                         labels=["topic"])
+            yield gauge("sinal_websocket_connections", "Open WebSocket sessions",
+                        value=hub.active_connections)
+            yield counter("sinal_websocket_connections_opened",
+                          "WebSocket sessions authenticated since start",
+                          value=hub.connections_total)
+            yield counter("sinal_websocket_refused", "WebSocket upgrades refused (over the limit)",
+                          value=hub.refused_total)
+            yield gauge("sinal_websocket_pending", "WebSocket sockets waiting to log in",
+                        value=hub.pending)
+            yield counter("sinal_websocket_refused_pending",
+                          "Sockets refused for the pre-login quota or the per-address cap",
+                          value=hub.refused_pending)
+            subscribers = gauge("sinal_topic_subscribers", "Subscriptions by topic",
+                                labels=["topic"])
+            head = gauge("sinal_topic_head", "Last position published, by topic",
+                         labels=["topic"])
+            frames = counter("sinal_topic_frames_out", "Frames fanned out to sockets, by topic",
+                             labels=["topic"])
+            lagged = counter("sinal_topic_lagged",
+                             "Subscriptions ended as slow consumers, by topic", labels=["topic"])
             for name, topic in sorted(hub.topics.items()):
                 subscribers.add_metric([name], topic.subscribers)
                 head.add_metric([name], topic.head)
                 frames.add_metric([name], topic.frames_out)
                 lagged.add_metric([name], topic.lagged_total)
-            yield subscribers
-            yield head
-            yield frames
-            yield lagged
+            yield from (subscribers, head, frames, lagged)
         if listener is not None:
-            lag = GaugeMetricFamily("sinal_listener_lag",
-                                    "Changes sequenced but not yet handed to topics")
-            lag.add_metric([], listener.lag)
-            yield lag
-            position = GaugeMetricFamily("sinal_listener_position",
-                                         "Change-log position the listener has reached")
-            position.add_metric([], listener.position)
-            yield position
-            read = CounterMetricFamily("sinal_listener_changes_read", "Changes read from the log")
-            read.add_metric([], listener.changes_read)
-            yield read
+            yield gauge("sinal_listener_lag", "Changes sequenced but not yet handed to topics",
+                        value=listener.lag)
+            yield gauge("sinal_listener_position", "Change-log position the listener has reached",
+                        value=listener.position)
+            yield counter("sinal_listener_changes_read", "Changes read from the log",
+                          value=listener.changes_read)
         collector = node.collector
         if collector is not None:
-            full = CounterMetricFamily("sinal_gc_full_collections",
-                                       "Full garbage collections run by the garbage_collector")
-            full.add_metric([], collector.collections)
-            yield full
-            pause = GaugeMetricFamily("sinal_gc_last_full_pause_seconds",
-                                      "How long the last full garbage collection paused "
-                                      "the process")
-            pause.add_metric([], collector.last_pause)
-            yield pause
+            yield counter("sinal_gc_full_collections",
+                          "Full garbage collections run by the garbage_collector",
+                          value=collector.collections)
+            yield gauge("sinal_gc_last_full_pause_seconds",
+                        "How long the last full garbage collection paused the process",
+                        value=collector.last_pause)
 
 
 # --- the server ----------------------------------------------------------------------------
