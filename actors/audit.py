@@ -11,50 +11,37 @@ from collections import deque
 from functools import partial
 
 import psycopg
-import trio
 
+from sinal.actors.batching import BatchWriter
 from sinal.domain.audit import AuditEvent, insert_audit
 from sinal.domain.db import Database
-from sinal.engine.periodic import PeriodicActor, RunNow
 from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.audit")
 
 
-class AuditWriter(PeriodicActor):
+class AuditWriter(BatchWriter):
     kind = "audit_writer"
 
     def __init__(self, db: Database, *, interval: float = 1.0, max_batch: int = 500,
                  max_pending: int = 20_000, registry: Registry | None = None) -> None:
-        super().__init__("audit", interval, registry=registry)
+        super().__init__("audit", interval, max_batch=max_batch, registry=registry)
         self.db = db
-        self.max_batch = max_batch
         self.max_pending = max_pending
         self._pending: deque[AuditEvent] = deque()
-        self._flush_asked = False
         self.written = 0
         self.dropped = 0
-        self.failures = 0
 
     def record(self, event: AuditEvent) -> None:
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped += 1
         self._pending.append(event)
-        if len(self._pending) >= self.max_batch and not self._flush_asked:
-            self._flush_asked = self.ref.try_send(RunNow())
+        self.poke()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-    async def tick(self) -> None:
-        self._flush_asked = False
-        try:
-            await self.flush()
-        except psycopg.OperationalError as exc:
-            self.failures += 1
-            log.warning("audit flush failed (kept for the next one): %s", exc)
 
     async def flush(self) -> None:
         while self._pending:
@@ -68,13 +55,3 @@ class AuditWriter(PeriodicActor):
             except psycopg.Error as exc:  # a batch the database refuses: never retried
                 self.dropped += len(batch)
                 log.error("audit batch of %d events refused: %s", len(batch), exc)
-
-    async def main(self) -> None:
-        try:
-            await super().main()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await self.flush()
-                except psycopg.Error:
-                    log.warning("final audit flush failed; %d events lost", self.pending)

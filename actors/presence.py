@@ -14,16 +14,15 @@ import logging
 from typing import Any
 
 import psycopg
-import trio
 
+from sinal.actors.batching import BatchWriter
 from sinal.domain.db import Database
-from sinal.engine.periodic import PeriodicActor, RunNow
 from sinal.engine.registry import Registry
 
 log = logging.getLogger("sinal.presence")
 
 
-class PresenceWriter(PeriodicActor):
+class PresenceWriter(BatchWriter):
     """Connection actors call `connected`, `heartbeat`, `disconnected` and `delivered`
     directly: each only records an id in a set (no message per event, no await), and the
     writer's tick flushes them. A full batch asks for an early flush through the inbox."""
@@ -32,17 +31,14 @@ class PresenceWriter(PeriodicActor):
 
     def __init__(self, db: Database, node_id: str, *, interval: float = 5.0,
                  max_batch: int = 2000, registry: Registry | None = None) -> None:
-        super().__init__("presence", interval, registry=registry)
+        super().__init__("presence", interval, max_batch=max_batch, registry=registry)
         self.db = db
         self.node_id = node_id
-        self.max_batch = max_batch
         self._connects: dict[str, tuple[str, str | None, str | None]] = {}
         self._beats: set[str] = set()
         self._gone: set[str] = set()
         self._delivered: set[int] = set()
-        self._flush_asked = False
         self.flushes = 0
-        self.failures = 0
         self.rows_written = 0
 
     # --- called by connection actors (never block) ---------------------------------------
@@ -56,7 +52,7 @@ class PresenceWriter(PeriodicActor):
             except ValueError:
                 ip = None
         self._connects[session_id] = (user_id, user_agent, ip)
-        self._poke()
+        self.poke()
 
     def heartbeat(self, session_id: str) -> None:
         self._beats.add(session_id)
@@ -65,42 +61,20 @@ class PresenceWriter(PeriodicActor):
         if self._connects.pop(session_id, None) is None:
             self._gone.add(session_id)
         self._beats.discard(session_id)
-        self._poke()
+        self.poke()
 
     def delivered(self, notification_id: int) -> None:
         self._delivered.add(notification_id)
-        self._poke()
+        self.poke()
 
     @property
     def pending(self) -> int:
         return len(self._connects) + len(self._beats) + len(self._gone) + len(self._delivered)
 
-    def _poke(self) -> None:
-        if self.pending >= self.max_batch and not self._flush_asked:
-            self._flush_asked = self.ref.try_send(RunNow())
-
     # --- the actor ---------------------------------------------------------------------
 
     async def on_start(self) -> None:
         await self.db.run(self._close_stale)  # fails the start if the database is away
-
-    async def tick(self) -> None:
-        self._flush_asked = False
-        try:
-            await self.flush()
-        except psycopg.OperationalError as exc:
-            self.failures += 1
-            log.warning("presence flush failed (kept for the next one): %s", exc)
-
-    async def main(self) -> None:
-        try:
-            await super().main()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await self.flush()
-                except psycopg.Error:
-                    log.warning("final presence flush failed")
 
     def _close_stale(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("UPDATE websocket_connections SET disconnected_at = now() "
