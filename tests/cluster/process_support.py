@@ -276,3 +276,25 @@ async def check_every_client(clients: list[ResumingClient], db_url: str, start: 
     for c in clients:
         assert c.offsets == expected, (len(c.offsets), len(expected))
     return expected
+
+
+@asynccontextmanager
+async def clients_under_writes(db_url: str, ws_url: str, token: str, *, rows: int,
+                               first: int, clients: int = 6, threads: int = 3
+                               ) -> AsyncIterator[tuple[list[ResumingClient], Writers]]:
+    """`clients` resuming clients subscribed from the log's head, then `threads` writers of
+    `rows` rows each; yields once `first` rows are written (do the fault there). On the
+    way out: every row written, and `check_every_client`."""
+    start = await trio.to_thread.run_sync(log_head, db_url)
+    resuming = [ResumingClient(ws_url, token, start) for _ in range(clients)]
+    writers = Writers(db_url, threads=threads, rows=rows)
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for c in resuming:
+            nursery.start_soon(c.run, done)
+        await poll_until(lambda: all(c.sessions for c in resuming))
+        nursery.start_soon(trio.to_thread.run_sync, writers.run_all)
+        await writers.wait_written(first)
+        yield resuming, writers
+        await writers.wait_written(threads * rows)
+        await check_every_client(resuming, db_url, start, done)
