@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.cells import NA, cell, fmt, table
 from bench.report_storms import storm_markdown, storm_targets
 from bench.report_workers import section as workers_section
 
-NA = "n/a"
 STACK_COLORS = {"sinal": "tab:blue", "peer": "tab:orange"}
 
 
@@ -38,20 +38,6 @@ def _connections_run(results: dict[str, Any], stack: str) -> dict[str, Any] | No
     return None
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return NA
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _cell(value: Any, limit: int = 90) -> str:
-    """Text safe for one markdown table cell."""
-    text = " ".join(str(value).split()).replace("|", "/")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _verdict(ok: bool | None) -> str:
@@ -90,7 +76,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         p99 = sinal_paced["latencyMs"]["p99"]
         ok = p99 is not None and p99 < 20 and (sinal_paced["delivered"] or 0) >= 0.999
         add("p99 commit-to-client < 20 ms at N=1,000 and 200 commits/s",
-            f"{_fmt(p99, 2)} ms (p50 {_fmt(sinal_paced['latencyMs']['p50'], 2)} ms, "
+            f"{fmt(p99, 2)} ms (p50 {fmt(sinal_paced['latencyMs']['p50'], 2)} ms, "
             f"{100 * (sinal_paced['delivered'] or 0):.1f}% delivered)", ok,
             "" if ok or p99 is None else f"{p99 / 20:.1f}x over")
     conn = _connections_run(results, "sinal")
@@ -116,20 +102,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         else:
             wrk = rest.get("wrk", {})
             nm = wrk.get("notModified", {}).get("requestsPerSecond")
-            add("REST 304 >= 3,000 req/s per process", f"{_fmt(nm)} req/s",
+            add("REST 304 >= 3,000 req/s per process", f"{fmt(nm)} req/s",
                 None if nm is None else nm >= 3000,
                 "" if nm is None or nm >= 3000 else f"short by {3000 / max(nm, 1):.1f}x")
             full = wrk.get("full", {}).get("requestsPerSecond")
             delta = wrk.get("delta", {}).get("requestsPerSecond")
             worst = min(v for v in (full, delta) if v is not None) if (full or delta) else None
             add("REST full list and delta >= 1,500 req/s",
-                f"full {_fmt(full)}, delta {_fmt(delta)} req/s",
+                f"full {fmt(full)}, delta {fmt(delta)} req/s",
                 None if worst is None else worst >= 1500,
                 "" if worst is None or worst >= 1500 else
                 f"short by {1500 / max(worst, 1):.1f}x")
             reduction = rest.get("polling", {}).get("reductionPercent")
             add("polling traffic >= 90 % below full-list polling",
-                f"{_fmt(reduction)} % less", None if reduction is None else reduction >= 90)
+                f"{fmt(reduction)} % less", None if reduction is None else reduction >= 90)
     # seed 9.2 PerformanceTargets
     scenario = results.get("scenario")
     if scenario and "errorRate" in scenario:
@@ -137,9 +123,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
                                     scenario.get("restP95Ms"), scenario["wsSubscribeP95Ms"])
                         if v is not None)
         add("seed maxLatency 500 ms (p95, scenario)",
-            f"{worst_p95:.1f} ms (data_update {_fmt(scenario['dataUpdateLatencyMs']['p95'])}, "
-            f"REST {_fmt(scenario.get('restP95Ms'))}, subscribe "
-            f"{_fmt(scenario['wsSubscribeP95Ms'])})", worst_p95 <= 500)
+            f"{worst_p95:.1f} ms (data_update {fmt(scenario['dataUpdateLatencyMs']['p95'])}, "
+            f"REST {fmt(scenario.get('restP95Ms'))}, subscribe "
+            f"{fmt(scenario['wsSubscribeP95Ms'])})", worst_p95 <= 500)
         add("seed maxErrorRate 1 % (scenario)", f"{100 * scenario['errorRate']:.3f} %",
             scenario["errorRate"] <= 0.01)
         hit = scenario.get("cacheHitRate")
@@ -160,7 +146,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         nm = rest.get("wrk", {}).get("notModified", {}).get("requestsPerSecond") \
             if rest.get("available") else None
         add("seed minThroughput 1,000 req/s (REST 304, wrk)",
-            _fmt(nm) + " req/s" if nm is not None else rest.get("note", NA),
+            fmt(nm) + " req/s" if nm is not None else rest.get("note", NA),
             None if nm is None else nm >= 1000)
     for target, measured, ok, note in storm_targets(results):
         add(target, measured, ok, note)
@@ -169,11 +155,6 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------- markdown
 
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(_cell(c, 200) for c in row) + " |" for row in rows]
-    return out + [""]
 
 
 def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
@@ -189,7 +170,7 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
     rows = targets(results)
     if rows:
         lines += ["## Targets", ""]
-        lines += _table(["target", "measured", "verdict", "note"],
+        lines += table(["target", "measured", "verdict", "note"],
                         [[r["target"], r["measured"], r["verdict"], r["note"]] for r in rows])
     fan = results.get("fanout")
     if fan:
@@ -201,44 +182,44 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   "receive. CPU: % of one core. Peer: "
                   f"{fan.get('peerVersions', fan.get('peerError', NA))}, source "
                   f"{fan['options']['peer_source']}. {_client_sentence(fan['runs'])}", ""]
-        table = []
+        fan_rows: list[list[str]] = []
         for run in fan["runs"]:
             if run.get("error") and not run.get("phases"):
-                table.append([run["stack"], _fmt(run["clients"]), "error", _cell(run["error"])]
+                fan_rows.append([run["stack"], fmt(run["clients"]), "error", cell(run["error"])]
                              + [""] * 11)
             for p in run.get("phases", []):
                 lat = p["latencyMs"]
-                table.append([p["stack"], _fmt(p["clients"]), p["phase"],
-                              _fmt(p["commitRate"]), _fmt(p["framesPerSecond"]),
+                fan_rows.append([p["stack"], fmt(p["clients"]), p["phase"],
+                              fmt(p["commitRate"]), fmt(p["framesPerSecond"]),
                               f"{100 * (p['delivered'] or 0):.1f}%",
-                              _fmt(lat["p50"], 2), _fmt(lat["p95"], 2), _fmt(lat["p99"], 2),
-                              _fmt(lat["max"], 1), _fmt(p["serverCpuPercent"]),
-                              _fmt(p["serverRssMb"]), _fmt(p["clientCpuPercent"]),
-                              _fmt(p.get("clientUsPerFrame"), 2),
-                              _fmt(p["postgresCpuPercent"])])
-        lines += _table(["stack", "N", "phase", "commits/s", "frames/s", "delivered",
+                              fmt(lat["p50"], 2), fmt(lat["p95"], 2), fmt(lat["p99"], 2),
+                              fmt(lat["max"], 1), fmt(p["serverCpuPercent"]),
+                              fmt(p["serverRssMb"]), fmt(p["clientCpuPercent"]),
+                              fmt(p.get("clientUsPerFrame"), 2),
+                              fmt(p["postgresCpuPercent"])])
+        lines += table(["stack", "N", "phase", "commits/s", "frames/s", "delivered",
                          "p50 ms", "p95 ms", "p99 ms", "max ms", "server CPU %",
                          "server RSS MB", "client CPU %", "client us/frame",
-                         "postgres CPU %"], table)
+                         "postgres CPU %"], fan_rows)
         if fan.get("ratios"):
             lines += ["Sinal / peer (frames/s: higher is better for Sinal; p99, CPU, RSS: "
                       "lower is better):", ""]
-            lines += _table(["N", "phase", "frames/s", "p99", "server CPU", "server RSS"], [
-                [_fmt(r["clients"]), r["phase"], _fmt(r.get("framesPerSecondRatio"), 2),
-                 _fmt(r.get("p99Ratio"), 2), _fmt(r.get("serverCpuRatio"), 2),
-                 _fmt(r.get("serverRssRatio"), 2)] for r in fan["ratios"]])
-        connects = [[r["stack"], _fmt(r["clients"]), _fmt(r["connect"]["seconds"], 2),
-                     _fmt(r["connect"]["connectMs"]["p50"], 1),
-                     _fmt(r["connect"]["connectMs"]["p95"], 1),
-                     _fmt(r["connect"]["connectMs"]["p99"], 1),
-                     _fmt(r["connect"]["serverCpuPercent"]),
-                     _fmt(r["connect"].get("clientCpuSeconds"), 3),
-                     _fmt(r["connect"]["serverRssMb"])]
+            lines += table(["N", "phase", "frames/s", "p99", "server CPU", "server RSS"], [
+                [fmt(r["clients"]), r["phase"], fmt(r.get("framesPerSecondRatio"), 2),
+                 fmt(r.get("p99Ratio"), 2), fmt(r.get("serverCpuRatio"), 2),
+                 fmt(r.get("serverRssRatio"), 2)] for r in fan["ratios"]])
+        connects = [[r["stack"], fmt(r["clients"]), fmt(r["connect"]["seconds"], 2),
+                     fmt(r["connect"]["connectMs"]["p50"], 1),
+                     fmt(r["connect"]["connectMs"]["p95"], 1),
+                     fmt(r["connect"]["connectMs"]["p99"], 1),
+                     fmt(r["connect"]["serverCpuPercent"]),
+                     fmt(r["connect"].get("clientCpuSeconds"), 3),
+                     fmt(r["connect"]["serverRssMb"])]
                     for r in fan["runs"] if r.get("connect")]
         if connects:
             lines += ["Connecting the N clients (pipelined, 128 handshakes in flight per "
                       "process); connect->subscribed times:", ""]
-            lines += _table(["stack", "N", "seconds", "p50 ms", "p95 ms", "p99 ms",
+            lines += table(["stack", "N", "seconds", "p50 ms", "p95 ms", "p99 ms",
                              "server CPU %", "client CPU s", "server RSS MB after"], connects)
         for run in fan["runs"]:
             lines += _profile_table(f"Where Sinal's time goes at N={run['clients']:,}, paced",
@@ -254,20 +235,20 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                     for r in conns["runs"]}
         counts = sorted({c for steps in by_stack.values() for c in steps})
         stacks = list(by_stack)
-        lines += _table(["connections"] + [f"{s} RSS MB" for s in stacks],
-                        [[_fmt(c)] + [_fmt(by_stack[s].get(c)) for s in stacks]
+        lines += table(["connections"] + [f"{s} RSS MB" for s in stacks],
+                        [[fmt(c)] + [fmt(by_stack[s].get(c)) for s in stacks]
                          for c in counts])
-        lines += _table(["stack", "processes", "held", "lost before hold", "lost in hold",
+        lines += table(["stack", "processes", "held", "lost before hold", "lost in hold",
                          "RSS MB", "KB / connection",
                          "idle CPU %", "client heartbeats", "connect s", "client CPU s "
                          "connecting", "client CPU % hold"], [
-            [r["stack"], _fmt(r.get("workers", 1)),
-             _fmt(r.get("heldAtHoldStart", r.get("held"))),
-             _fmt(r.get("lostBeforeHold")), _fmt(r.get("lostDuringHold")),
-             _fmt(r.get("rssMb")), _fmt(r.get("rssPerConnectionKb"), 2),
-             _fmt(r.get("serverCpuPercentIdle")), _fmt(r.get("clientHeartbeatsSent")),
-             _fmt(r.get("connectSeconds")), _fmt(r.get("clientCpuSecondsConnect"), 2),
-             _fmt(r.get("clientCpuPercentHold"), 2)] for r in conns["runs"]])
+            [r["stack"], fmt(r.get("workers", 1)),
+             fmt(r.get("heldAtHoldStart", r.get("held"))),
+             fmt(r.get("lostBeforeHold")), fmt(r.get("lostDuringHold")),
+             fmt(r.get("rssMb")), fmt(r.get("rssPerConnectionKb"), 2),
+             fmt(r.get("serverCpuPercentIdle")), fmt(r.get("clientHeartbeatsSent")),
+             fmt(r.get("connectSeconds")), fmt(r.get("clientCpuSecondsConnect"), 2),
+             fmt(r.get("clientCpuPercentHold"), 2)] for r in conns["runs"]])
         for run in conns["runs"]:
             lines += _by_worker(run)
         for run in conns["runs"]:
@@ -285,11 +266,11 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                       f"{rest['options']['seed_requests']} purchase requests "
                       f"({rest['fullListPages']} page(s), {rest['fullListBytes']:,} B identity, "
                       f"{rest['fullListGzipBytes']:,} B gzip).", ""]
-            lines += _table(["request", "req/s", "p50 ms", "p99 ms", "bytes/response",
+            lines += table(["request", "req/s", "p50 ms", "p99 ms", "bytes/response",
                              "errors"], [
-                [name, _fmt(w.get("requestsPerSecond")), _fmt(w.get("latencyMs", {}).get("p50")),
-                 _fmt(w.get("latencyMs", {}).get("p99")), _fmt(w.get("bytesPerRequest")),
-                 _cell(w.get("errors", w.get("error")))]
+                [name, fmt(w.get("requestsPerSecond")), fmt(w.get("latencyMs", {}).get("p50")),
+                 fmt(w.get("latencyMs", {}).get("p99")), fmt(w.get("bytesPerRequest")),
+                 cell(w.get("errors", w.get("error")))]
                 for name, w in (("full list", wrk["full"]), ("304", wrk["notModified"]),
                                 (f"delta ({rest['options']['delta_changes']} changes)",
                                  wrk["delta"]))])
@@ -297,10 +278,10 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
             lines += [f"Polling every {rest['options']['poll_seconds']:.0f} s for an hour "
                       f"({p['pollsPerHour']} polls, {p['pollsThatSeeAChange']} of them see a "
                       "change), bytes on the wire both ways:", ""]
-            lines += _table(["", "bytes / hour", "per poll"], [
-                ["full list every time (identity)", _fmt(p["fullPollingBytesPerHour"]),
-                 _fmt(p["fullResponseBytes"])],
-                ["ETag + delta + gzip", _fmt(p["smartPollingBytesPerHour"]),
+            lines += table(["", "bytes / hour", "per poll"], [
+                ["full list every time (identity)", fmt(p["fullPollingBytesPerHour"]),
+                 fmt(p["fullResponseBytes"])],
+                ["ETag + delta + gzip", fmt(p["smartPollingBytesPerHour"]),
                  f"304: {p['notModifiedBytes']:,}; delta: {p['deltaBytes']:,}"],
                 ["reduction", f"{p['reductionPercent']} %", "seed claims 60 %"]])
             if rest.get("warning"):
@@ -315,21 +296,21 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   f"rates as in the seed; {100 * scen['options']['ws_share']:.0f} % WebSocket "
                   f"users, the rest REST users ({scen.get('rest', NA)}); quotations written at "
                   f"{scen['options']['write_rate']}/s.", ""]
-        lines += _table(["phase", "s", "arrivals/s", "WS users", "subscribe p95 ms",
+        lines += table(["phase", "s", "arrivals/s", "WS users", "subscribe p95 ms",
                          "REST requests", "REST p95 ms", "server CPU %", "peak RSS MB"], [
-            [p["phase"], _fmt(p["seconds"]), _fmt(p["arrivalRate"], 0), _fmt(p["wsUsers"]),
-             _fmt(p.get("wsConnectMs", {}).get("p95")),
-             _fmt(sum(p.get("rest", {}).get("statuses", {}).values()) if p.get("rest") else None),
-             _fmt(p.get("rest", {}).get("latencyMs", {}).get("p95")),
-             _fmt(p["serverCpuPercent"]), _fmt(p["serverPeakRssMb"])]
+            [p["phase"], fmt(p["seconds"]), fmt(p["arrivalRate"], 0), fmt(p["wsUsers"]),
+             fmt(p.get("wsConnectMs", {}).get("p95")),
+             fmt(sum(p.get("rest", {}).get("statuses", {}).values()) if p.get("rest") else None),
+             fmt(p.get("rest", {}).get("latencyMs", {}).get("p95")),
+             fmt(p["serverCpuPercent"]), fmt(p["serverPeakRssMb"])]
             for p in scen["phases"]])
         lat = scen.get("dataUpdateLatencyMs", {})
         lines += [f"data_update frames: {scen.get('dataUpdates', 0):,}, latency p50 "
-                  f"{_fmt(lat.get('p50'), 2)} / p95 {_fmt(lat.get('p95'), 2)} / p99 "
-                  f"{_fmt(lat.get('p99'), 2)} / max {_fmt(lat.get('max'), 1)} ms; peak "
+                  f"{fmt(lat.get('p50'), 2)} / p95 {fmt(lat.get('p95'), 2)} / p99 "
+                  f"{fmt(lat.get('p99'), 2)} / max {fmt(lat.get('max'), 1)} ms; peak "
                   f"{scen.get('peakConnections', 0):,} concurrent connections; error rate "
-                  f"{_fmt(scen.get('errorRate'), 5)}; cache hit rate "
-                  f"{_fmt(scen.get('cacheHitRate'), 3)}.", ""]
+                  f"{fmt(scen.get('errorRate'), 5)}; cache hit rate "
+                  f"{fmt(scen.get('cacheHitRate'), 3)}.", ""]
     agg = results.get("aggregates")
     if agg and "aggregatesUsPerChange" in agg:
         lines += ["## Aggregates (the dashboard)", "",
@@ -341,19 +322,19 @@ def markdown(results: dict[str, Any], plot_names: list[str]) -> str:
                   f"{agg['scopes']} scopes. Baseline: the topic fan-out of the purchase-request "
                   f"changes to {agg['options']['subscribers']:,} subscribers, in the same run.",
                   ""]
-        lines += _table(["work", "us per change", "/ fan-out baseline"], [
-            ["fan-out baseline", _fmt(agg["fanoutBaselineUsPerChange"], 2), "1.00"],
-            ["aggregates, 0 subscribers", _fmt(agg["aggregatesUsPerChange"], 2),
-             _fmt(agg["ratioAloneToFanout"], 2)],
+        lines += table(["work", "us per change", "/ fan-out baseline"], [
+            ["fan-out baseline", fmt(agg["fanoutBaselineUsPerChange"], 2), "1.00"],
+            ["aggregates, 0 subscribers", fmt(agg["aggregatesUsPerChange"], 2),
+             fmt(agg["ratioAloneToFanout"], 2)],
             [f"aggregates, {agg['options']['subscribers']:,} subscribers, a flush per batch",
-             _fmt(agg["aggregatesWithSubscribersUsPerChange"], 2),
-             _fmt(agg["ratioWithSubscribersToFanout"], 2)],
+             fmt(agg["aggregatesWithSubscribersUsPerChange"], 2),
+             fmt(agg["ratioWithSubscribersToFanout"], 2)],
             [f"aggregates, {agg['options']['subscribers']:,} subscribers, a flush per "
              f"{agg['options']['paced_flush']} changes",
-             _fmt(agg.get("aggregatesPacedUsPerChange"), 2),
-             _fmt(agg.get("ratioPacedToFanout"), 2)]])
+             fmt(agg.get("aggregatesPacedUsPerChange"), 2),
+             fmt(agg.get("ratioPacedToFanout"), 2)]])
         lines += [f"(Microseconds per change of the log; the baseline is "
-                  f"{_fmt(agg.get('fanoutUsPerTopicChange'), 2)} us per purchase-request "
+                  f"{fmt(agg.get('fanoutUsPerTopicChange'), 2)} us per purchase-request "
                   "change it fanned out.)", ""]
     lines += storm_markdown(results)
     workers = results.get("workers")
@@ -373,10 +354,10 @@ def _by_worker(run: dict[str, Any]) -> list[str]:
     lines = [f"{run['stack']}: {run['fdLimit']}.", ""] if run.get("fdLimit") else []
     if not found or run.get("workers", 1) < 2:
         return lines
-    nodes = ", ".join(f"{node} {_fmt(info.get('connections'))}"
+    nodes = ", ".join(f"{node} {fmt(info.get('connections'))}"
                       for node, info in found.get("nodes", {}).items())
     procs = ", ".join(f"pid {p['pid']}{' (parent)' if not p['worker'] else ''} "
-                      f"{_fmt(p['rssMb'])} MB, {_fmt(p['openFiles'])} descriptors"
+                      f"{fmt(p['rssMb'])} MB, {fmt(p['openFiles'])} descriptors"
                       for p in found.get("processes", []))
     return lines + [f"{run['stack']}, connections by worker (its own count): {nodes}; "
                     f"processes: {procs}.", ""]
@@ -397,8 +378,8 @@ def _profile_table(title: str, profile: dict[str, Any] | None, rows: int = 10) -
         return []
     lines = [f"{title} (py-spy, {profile['samples']} samples; share of samples; a C call "
              "counts for the Python function that made it):", ""]
-    return lines + _table(["self", "%", "inclusive", "%"], [
-        [s["function"], _fmt(s["percent"]), i["function"], _fmt(i["percent"])]
+    return lines + table(["self", "%", "inclusive", "%"], [
+        [s["function"], fmt(s["percent"]), i["function"], fmt(i["percent"])]
         for s, i in zip(profile["self"][:rows], profile["inclusive"][:rows], strict=False)])
 
 

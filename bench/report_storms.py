@@ -4,22 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-NA = "n/a"
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return NA
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
+from bench.cells import NA, fmt, table
 
 
 def _run(results: dict[str, Any], part: str, stack: str, **match: Any) -> dict[str, Any] | None:
@@ -39,7 +24,7 @@ def storm_targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, 
         ok = p99 is not None and p99 < 20 and sinal["delivered"] >= 0.999
         rows.append((f"notification storm: p99 < 20 ms ({sinal['users']:,} users, "
                      f"{sinal['commitRate']}/s to distinct users)",
-                     f"{_fmt(p99, 2)} ms (p50 {_fmt(sinal['latencyMs']['p50'], 2)} ms, "
+                     f"{fmt(p99, 2)} ms (p50 {fmt(sinal['latencyMs']['p50'], 2)} ms, "
                      f"{100 * sinal['delivered']:.1f}% delivered, server CPU "
                      f"{sinal['serverCpuPercent']}%)", ok,
                      "" if ok or p99 is None else f"{p99 / 20:.1f}x over"))
@@ -52,8 +37,8 @@ def storm_targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None, 
             ratio = run["seconds"] / peer["seconds"]
             rows.append((f"connect storm {n:,}: at least as fast as the peer",
                          f"{run['seconds']:.1f} s vs {peer['seconds']:.1f} s ({ratio:.2f}x); "
-                         f"p99 {_fmt(run['connectMs']['p99'])} vs "
-                         f"{_fmt(peer['connectMs']['p99'])} ms", ratio <= 1.0,
+                         f"p99 {fmt(run['connectMs']['p99'])} vs "
+                         f"{fmt(peer['connectMs']['p99'])} ms", ratio <= 1.0,
                          "" if ratio <= 1.0 else f"{ratio:.2f}x the peer's time"))
     return rows
 
@@ -66,9 +51,9 @@ def _client_notes(runs: list[dict[str, Any]]) -> list[str]:
     for r in runs:
         size = r.get("connections", r.get("users"))
         if r.get("fdLimit"):
-            lines.append(f"{r['stack']} at {_fmt(size)}: {r['fdLimit']}.")
+            lines.append(f"{r['stack']} at {fmt(size)}: {r['fdLimit']}.")
         if r.get("failed"):
-            lines.append(f"{r['stack']} at {_fmt(size)}: failed {r['failed']}.")
+            lines.append(f"{r['stack']} at {fmt(size)}: failed {r['failed']}.")
     return [" ".join(lines), ""] if lines else []
 
 
@@ -81,15 +66,15 @@ def storm_markdown(results: dict[str, Any]) -> list[str]:
                   "(one subscription group each); the writer inserts notifications, each for "
                   "the next user in turn. Latency: commit to the client's receive of the "
                   "notification frame.", ""]
-        lines += _table(["stack", "processes", "users", "notifications/s", "delivered",
+        lines += table(["stack", "processes", "users", "notifications/s", "delivered",
                          "p50 ms", "p95 ms", "p99 ms", "max ms", "server CPU %",
                          "client CPU %", "server RSS MB", "connect s"], [
-            [r["stack"], _fmt(r.get("workers", 1)), _fmt(r.get("users")),
-             _fmt(r.get("commitRate")),
+            [r["stack"], fmt(r.get("workers", 1)), fmt(r.get("users")),
+             fmt(r.get("commitRate")),
              f"{100 * r['delivered']:.1f}%" if "delivered" in r else NA,
-             *(_fmt(r.get("latencyMs", {}).get(k), 2) for k in ("p50", "p95", "p99", "max")),
-             _fmt(r.get("serverCpuPercent")), _fmt(r.get("clientCpuPercent")),
-             _fmt(r.get("serverRssMb")), _fmt(r.get("connectSeconds"))] if "error" not in r
+             *(fmt(r.get("latencyMs", {}).get(k), 2) for k in ("p50", "p95", "p99", "max")),
+             fmt(r.get("serverCpuPercent")), fmt(r.get("clientCpuPercent")),
+             fmt(r.get("serverRssMb")), fmt(r.get("connectSeconds"))] if "error" not in r
             else [r["stack"], r["error"][:80]] + [NA] * 11
             for r in notify.get("runs", [])])
         lines += _client_notes(notify.get("runs", []))
@@ -98,16 +83,16 @@ def storm_markdown(results: dict[str, Any]) -> list[str]:
         lines += ["## Connect storm", "",
                   "N clients open, `connect` and `subscribe` as fast as their handshake "
                   "windows allow (handshakes in flight over all client processes).", ""]
-        lines += _table(["stack", "processes", "N", "subscribed", "seconds", "p50 ms",
+        lines += table(["stack", "processes", "N", "subscribed", "seconds", "p50 ms",
                          "p99 ms", "server CPU s", "client CPU s", "server RSS MB",
                          "client processes", "in flight"], [
-            [r["stack"], _fmt(r.get("workers", 1)), _fmt(r["connections"]),
-             _fmt(r.get("ready")), _fmt(r.get("seconds")),
-             _fmt(r.get("connectMs", {}).get("p50")), _fmt(r.get("connectMs", {}).get("p99")),
-             _fmt(r.get("serverCpuSeconds")), _fmt(r.get("clientCpuSeconds"), 2),
-             _fmt(r.get("serverRssMb")), _fmt(r.get("clientProcesses")),
-             _fmt(r.get("handshakesInFlight"))] if "error" not in r
-            else [r["stack"], NA, _fmt(r["connections"]), r["error"][:80]] + [NA] * 8
+            [r["stack"], fmt(r.get("workers", 1)), fmt(r["connections"]),
+             fmt(r.get("ready")), fmt(r.get("seconds")),
+             fmt(r.get("connectMs", {}).get("p50")), fmt(r.get("connectMs", {}).get("p99")),
+             fmt(r.get("serverCpuSeconds")), fmt(r.get("clientCpuSeconds"), 2),
+             fmt(r.get("serverRssMb")), fmt(r.get("clientProcesses")),
+             fmt(r.get("handshakesInFlight"))] if "error" not in r
+            else [r["stack"], NA, fmt(r["connections"]), r["error"][:80]] + [NA] * 8
             for r in connect.get("runs", [])])
         lines += _client_notes(connect.get("runs", []))
     memory = results.get("memory")
@@ -115,14 +100,14 @@ def storm_markdown(results: dict[str, Any]) -> list[str]:
         lines += ["## Where an idle connection's bytes go", "",
                   f"{memory['held']:,} idle connections "
                   f"({memory.get('liveActors', 0):,} connection actors) traced (tracemalloc): "
-                  f"{_fmt(memory['tracedBytesPerConnection'])} bytes each; after they all "
-                  f"closed {_fmt(memory['tracedBytesLeftPerClosedConnection'])} bytes per "
+                  f"{fmt(memory['tracedBytesPerConnection'])} bytes each; after they all "
+                  f"closed {fmt(memory['tracedBytesLeftPerClosedConnection'])} bytes per "
                   "connection were still traced.", ""]
-        lines += _table(["file", "bytes / connection", "blocks / connection"], [
-            [r["where"], _fmt(r["bytesPerConnection"]), _fmt(r["blocksPerConnection"], 2)]
+        lines += table(["file", "bytes / connection", "blocks / connection"], [
+            [r["where"], fmt(r["bytesPerConnection"]), fmt(r["blocksPerConnection"], 2)]
             for r in memory["byFile"][:15]])
-        lines += _table(["type (live, GC-tracked)", "objects / connection",
+        lines += table(["type (live, GC-tracked)", "objects / connection",
                          "bytes / connection"], [
-            [r["type"], _fmt(r["countPerConnection"], 2), _fmt(r["bytesPerConnection"])]
+            [r["type"], fmt(r["countPerConnection"], 2), fmt(r["bytesPerConnection"])]
             for r in memory["byType"][:15]])
     return lines

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.cells import fmt, table
+
 LABELS = {
     "workers1": "`--workers 1` (one node direct)",
     "workers2": "`--workers 2` (SO_REUSEPORT)",
     "nginx2": "2 nodes behind nginx",
 }
 
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def _ratio(ratios: dict[str, Any], config: str, key: str) -> str:
@@ -27,10 +20,6 @@ def _ratio(ratios: dict[str, Any], config: str, key: str) -> str:
     value = ratios.get(config, {}).get(key)
     return "n/a" if value is None else f"{value:.2f}x"
 
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def section(workers: dict[str, Any]) -> list[str]:
@@ -50,14 +39,14 @@ def section(workers: dict[str, Any]) -> list[str]:
                 rows.append([LABELS.get(config, config), run["error"][:90], *[""] * 8])
                 continue
             lat = run.get("latencyMs", {})
-            rows.append([LABELS.get(config, config), _fmt(run.get("requestsPerSecond")),
+            rows.append([LABELS.get(config, config), fmt(run.get("requestsPerSecond")),
                          _ratio(rest["ratios"], config, "requestsPerSecond"),
-                         _fmt(lat.get("p50"), 2), _fmt(lat.get("p99"), 2),
-                         _fmt(run.get("serverCpuPercent")),
-                         _fmt(run.get("nginxCpuPercent")), _fmt(run.get("wrkCpuPercent")),
-                         _fmt(run.get("otherCpuPercent")),
-                         _fmt(run.get("serverUsPerRequest"))])
-        lines += _table(["configuration", "req/s", "ratio", "p50 ms", "p99 ms",
+                         fmt(lat.get("p50"), 2), fmt(lat.get("p99"), 2),
+                         fmt(run.get("serverCpuPercent")),
+                         fmt(run.get("nginxCpuPercent")), fmt(run.get("wrkCpuPercent")),
+                         fmt(run.get("otherCpuPercent")),
+                         fmt(run.get("serverUsPerRequest"))])
+        lines += table(["configuration", "req/s", "ratio", "p50 ms", "p99 ms",
                          "server CPU %", "nginx CPU %", "wrk CPU %", "others' CPU %",
                          "server us/request"],
                         rows)
@@ -81,16 +70,16 @@ def section(workers: dict[str, Any]) -> list[str]:
                 lat = phase["latencyMs"]
                 ratio = fan["ratios"].get(key, {})
                 rows.append([
-                    label, f"{phase['offeredFramesPerSecond']:,}", _fmt(phase["commitRate"]),
-                    _fmt(phase["framesPerSecond"]), _ratio(ratio, config, "framesPerSecond"),
-                    f"{100 * (phase['delivered'] or 0):.1f}%", _fmt(lat["p50"], 1),
-                    _fmt(lat["p99"], 1), _ratio(ratio, config, "p99"),
-                    _fmt(phase["serverCpuPercent"]), _fmt(phase.get("serverUsPerFrame"), 2),
+                    label, f"{phase['offeredFramesPerSecond']:,}", fmt(phase["commitRate"]),
+                    fmt(phase["framesPerSecond"]), _ratio(ratio, config, "framesPerSecond"),
+                    f"{100 * (phase['delivered'] or 0):.1f}%", fmt(lat["p50"], 1),
+                    fmt(lat["p99"], 1), _ratio(ratio, config, "p99"),
+                    fmt(phase["serverCpuPercent"]), fmt(phase.get("serverUsPerFrame"), 2),
                     _ratio(ratio, config, "serverUsPerFrame"),
-                    _fmt(phase.get("nginxCpuPercent")), _fmt(phase["clientCpuPercent"]),
-                    _fmt(phase.get("postgresCpuPercent")),
-                    _fmt(phase.get("otherCpuPercent"))])
-        lines += _table(["configuration", "offered frames/s", "commits/s", "frames/s",
+                    fmt(phase.get("nginxCpuPercent")), fmt(phase["clientCpuPercent"]),
+                    fmt(phase.get("postgresCpuPercent")),
+                    fmt(phase.get("otherCpuPercent"))])
+        lines += table(["configuration", "offered frames/s", "commits/s", "frames/s",
                          "ratio", "delivered", "p50 ms", "p99 ms", "p99 ratio",
                          "server CPU %", "server us/frame", "us/frame ratio", "nginx CPU %",
                          "client CPU %", "postgres CPU %", "others' CPU %"], rows)
