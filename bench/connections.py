@@ -34,7 +34,7 @@ from typing import Any
 from bench.harness import BENCH_TOPIC, BenchDatabase, CpuPlan, ServerProcess, sinal_server
 from bench.loadclient import ClientPlan
 from bench.loadgen import Clients, open_clients
-from bench.peers import PeerUnavailable, ensure_installed, socketio_server
+from bench.peers import available_stacks, socketio_server
 from bench.profile import Profile, top_line
 from bench.workerset import census, census_line, does_not_fit, first_worker, start_workers
 
@@ -217,13 +217,7 @@ def run_connections(db: BenchDatabase, wd: Path, options: ConnectionsOptions,
     cpus = CpuPlan.for_machine(options.pin and options.workers <= 1)
     out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
                            "runs": []}
-    for stack in options.stacks:
-        if stack == "peer":
-            try:
-                ensure_installed()
-            except PeerUnavailable as exc:
-                out["peerError"] = str(exc)
-                continue
+    for stack in available_stacks(options.stacks, out):
         try:
             out["runs"].append(run_stack(stack, db, wd, cpus, options, log))
         except Exception as exc:  # keep the other stack's numbers

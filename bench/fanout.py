@@ -48,8 +48,7 @@ from bench.loadgen import Clients, open_clients
 from bench.peers import (
     DROP_SEED_NOTIFY_SQL,
     SEED_NOTIFY_SQL,
-    PeerUnavailable,
-    ensure_installed,
+    available_stacks,
     socketio_server,
 )
 from bench.profile import Profile, top_line
@@ -281,14 +280,7 @@ def run_fanout(db: BenchDatabase, wd: Path, options: FanoutOptions, log: Any) ->
     cpus = CpuPlan.for_machine(options.pin)
     out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
                            "runs": []}
-    stacks = list(options.stacks)
-    if "peer" in stacks:
-        try:
-            out["peerVersions"] = ensure_installed()
-        except PeerUnavailable as exc:
-            out["peerError"] = str(exc)
-            stacks.remove("peer")
-            log(f"  peer unavailable: {exc}")
+    stacks = available_stacks(options.stacks, out, log)
     for n in options.clients:
         for stack in stacks:
             try:

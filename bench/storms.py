@@ -37,7 +37,7 @@ from typing import Any
 from bench.harness import JWT_SECRET, BenchDatabase, CpuPlan, ServerProcess, sinal_server
 from bench.loadclient import ClientPlan
 from bench.loadgen import Clients, default_processes, open_clients
-from bench.peers import PeerUnavailable, ensure_installed, socketio_server
+from bench.peers import available_stacks, socketio_server
 from bench.profile import Profile, top_line
 from bench.workerset import census, census_line, does_not_fit, first_worker, start_workers
 from bench.writer import WritePlan, Writer
@@ -242,23 +242,12 @@ def connect_storm(stack: str, n: int, db: BenchDatabase, wd: Path, cpus: CpuPlan
     return result
 
 
-def _stacks(options: StormOptions, out: dict[str, Any]) -> list[str]:
-    stacks = list(options.stacks)
-    if "peer" in stacks:
-        try:
-            out["peerVersions"] = ensure_installed()
-        except PeerUnavailable as exc:
-            out["peerError"] = str(exc)
-            stacks.remove("peer")
-    return stacks
-
-
 def run_notify(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) -> dict[str, Any]:
     cpus = _plan_cpus(options)
     out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
                            "runs": []}
     tokens = bench_users(db, options.users)
-    for stack in _stacks(options, out):
+    for stack in available_stacks(options.stacks, out):
         try:
             out["runs"].append(notify_storm(stack, db, wd, cpus, tokens, options, log))
         except Exception as exc:  # keep the other stack's numbers
@@ -271,7 +260,7 @@ def run_connect(db: BenchDatabase, wd: Path, options: StormOptions, log: Any) ->
     cpus = _plan_cpus(options)
     out: dict[str, Any] = {"options": options.__dict__.copy(), "cpuPlan": cpus.describe(),
                            "runs": []}
-    stacks = _stacks(options, out)
+    stacks = available_stacks(options.stacks, out)
     for n in options.connects:
         for stack in stacks:
             try:

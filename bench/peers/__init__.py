@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from bench.harness import JWT_SECRET, BenchDatabase, ServerProcess, free_port
 
@@ -65,6 +66,21 @@ def ensure_installed() -> dict[str, str]:
     versions["node"] = subprocess.run([node, "--version"], capture_output=True,
                                       text=True).stdout.strip()
     return versions
+
+
+def available_stacks(stacks: list[str], out: dict[str, Any], log: Any = None) -> list[str]:
+    """`stacks` without the peer when its packages cannot be had; what was found (the
+    peer's versions) or why not goes into `out` for the report."""
+    stacks = list(stacks)
+    if "peer" in stacks:
+        try:
+            out["peerVersions"] = ensure_installed()
+        except PeerUnavailable as exc:
+            out["peerError"] = str(exc)
+            stacks.remove("peer")
+            if log is not None:
+                log(f"  peer unavailable: {exc}")
+    return stacks
 
 
 def socketio_server(db: BenchDatabase, workdir: Path, *, cpus: frozenset[int] = frozenset(),
