@@ -19,7 +19,6 @@ written in batches by the node's audit writer, so they appear within about a sec
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 from typing import Any
 
@@ -27,8 +26,8 @@ import psycopg
 from quart import Response, request
 
 from sinal.api.context import ApiContext
-from sinal.api.problems import Problem, bad_parameter
-from sinal.api.reads import MAX_OFFSET, parse_limit
+from sinal.api.problems import bad_parameter
+from sinal.api.reads import MAX_OFFSET, bad_cursor, cursor_parts, parse_limit
 
 MAX_FILTER_LENGTH = 64
 
@@ -49,18 +48,13 @@ def encode_audit_cursor(after: int) -> str:
 def parse_audit_cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
-    bad = Problem(400, "invalid_cursor", "cursor: pass back the nextCursor of a previous page",
-                  extra={"parameter": "cursor"})
-    if len(raw) > 100:
-        raise bad
+    kind, number = cursor_parts(raw, 100)
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-        kind, _, number = text.partition(":")
         after = int(number)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise bad from exc
+    except ValueError as exc:
+        raise bad_cursor() from exc
     if kind != "audit" or not 0 <= after <= MAX_OFFSET:
-        raise bad
+        raise bad_cursor()
     return after
 
 

@@ -116,21 +116,36 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def bad_cursor() -> Problem:
+    return Problem(400, "invalid_cursor", "cursor: pass back the nextCursor of a previous page",
+                   extra={"parameter": "cursor"})
+
+
+def cursor_parts(raw: str, max_length: int) -> tuple[str, str]:
+    """The two parts of a cursor (base64url of "<a>:<b>", padding left off), or the 400
+    invalid_cursor problem for anything else."""
+    if len(raw) > max_length:
+        raise bad_cursor()
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise bad_cursor() from exc
+    first, colon, second = text.partition(":")
+    if not colon:
+        raise bad_cursor()
+    return first, second
+
+
 def parse_cursor(raw: str | None) -> Cursor | None:
     if raw is None:
         return None
-    bad = Problem(400, "invalid_cursor", "cursor: pass back the nextCursor of a previous page",
-                  extra={"parameter": "cursor"})
-    if len(raw) > 200:
-        raise bad
+    offset_text, after = cursor_parts(raw, 200)
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-        offset_text, after = text.split(":", 1)
         offset = int(offset_text)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise bad from exc
+    except ValueError as exc:
+        raise bad_cursor() from exc
     if not 0 <= offset <= MAX_OFFSET or not is_uuid(after):
-        raise bad
+        raise bad_cursor()
     return Cursor(offset, after)
 
 
