@@ -14,7 +14,7 @@ supervisor tree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -28,7 +28,7 @@ from sinal.domain.db import Database
 from sinal.domain.principals import Authenticator
 from sinal.domain.ratelimit import RateLimiter, client_address, trusted_networks
 from sinal.engine.registry import Registry
-from sinal.protocol import Broadcast, Encoding, encode
+from sinal.protocol import Broadcast, Encoding, ServerMessage, encode
 from sinal.websocket import UpgradeRequest
 from sinal.websocket.frames import build_frame
 
@@ -116,26 +116,29 @@ class Hub:
                 del self.connections_by_user[conn.user_id]
         self.metrics_sinks.discard(conn)
 
-    def broadcast(self, message: Broadcast, roles: frozenset[str] | None = None) -> int:
-        """Offer an administrator's broadcast to every logged-in socket of this process
-        (only those of `roles` when given), encoded once per encoding. Best effort like any
-        frame: a socket whose outbox is full misses it. Returns how many took it."""
+    @staticmethod
+    def offer_all(message: ServerMessage, conns: Iterable[ConnectionActor]) -> int:
+        """Offer one server message to every connection of `conns`, encoded and framed once
+        per encoding. Best effort like any frame: a socket whose outbox is full misses it.
+        Returns how many took it."""
         frames: dict[Encoding, bytes] = {}
         taken = 0
-        for conns in list(self.connections_by_user.values()):
-            for conn in list(conns):
-                principal = conn.principal
-                if conn.closing or principal is None:
-                    continue
-                if roles is not None and principal.role not in roles:
-                    continue
-                frame = frames.get(conn.encoding)
-                if frame is None:
-                    frame = frames[conn.encoding] = build_frame(
-                        encode(message, conn.encoding), text=not conn.encoding.binary)
-                if conn.offer(frame):
-                    taken += 1
+        for conn in conns:
+            frame = frames.get(conn.encoding)
+            if frame is None:
+                frame = frames[conn.encoding] = build_frame(
+                    encode(message, conn.encoding), text=not conn.encoding.binary)
+            if conn.offer(frame):
+                taken += 1
         return taken
+
+    def broadcast(self, message: Broadcast, roles: frozenset[str] | None = None) -> int:
+        """An administrator's broadcast to every logged-in socket of this process (only
+        those of `roles` when given); how many took it."""
+        return self.offer_all(message, [
+            conn for conns in self.connections_by_user.values() for conn in conns
+            if not conn.closing and conn.principal is not None
+            and (roles is None or conn.principal.role in roles)])
 
     def record(self, event: AuditEvent) -> None:
         if self.audit is not None:

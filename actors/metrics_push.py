@@ -11,8 +11,7 @@ from typing import Any
 
 from sinal.actors.hub import Hub
 from sinal.engine.periodic import PeriodicActor
-from sinal.protocol import Encoding, Metrics, encode
-from sinal.websocket.frames import build_frame
+from sinal.protocol import Metrics
 
 
 class MetricsPublisher(PeriodicActor):
@@ -29,16 +28,8 @@ class MetricsPublisher(PeriodicActor):
         if not self.hub.metrics_sinks:
             return 0
         performance, status = self.gather()
-        frames: dict[Encoding, bytes] = {}
-        sent = 0
-        for sink in list(self.hub.metrics_sinks):
-            frame = frames.get(sink.encoding)
-            if frame is None:
-                payload = encode(Metrics(performance=performance, status=status), sink.encoding)
-                frame = frames[sink.encoding] = build_frame(payload,
-                                                            text=not sink.encoding.binary)
-            if sink.offer(frame):
-                sent += 1
+        sent = self.hub.offer_all(Metrics(performance=performance, status=status),
+                                  list(self.hub.metrics_sinks))
         self.published += 1
         return sent
 
